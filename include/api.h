@@ -1,0 +1,105 @@
+/* api.h - the Sandbox API client: one worker thread owning a curl multi handle.
+ *
+ * Any thread may start a call; the worker runs it and reports through callbacks that
+ * run ON THE WORKER THREAD, one call at a time, never concurrently with each other.
+ * A callback may start or cancel other calls (no deadlock: the queue lock is never
+ * held while callbacks run).
+ *
+ * Ownership: the request JSON passed in is stolen (decref'ed by the API). The call
+ * object belongs to the API; callers hold its numeric id, never a pointer, so a
+ * cancel that races with completion is harmless. Every started call gets exactly one
+ * done callback (also when cancelled, with err = -ECANCELED, and when api_shutdown
+ * runs first, with -ESHUTDOWN).
+ *
+ * Transport: HTTP/2 with multiplexing by default (h2c prior knowledge for http://,
+ * ALPN for https://), HTTP/1.1 when configured (streaming calls then fail with
+ * ENOSYS because Connect bidi streams need HTTP/2). Unary calls marked idempotent,
+ * and CreateSandbox (its requestId makes it so), retry transient failures with
+ * exponential backoff. */
+#ifndef CWSFS_API_H
+#define CWSFS_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <jansson.h>
+
+#include "connect.h"
+
+enum api_auth {
+    API_AUTH_NONE,
+    API_AUTH_BEARER, /* Authorization: Bearer <api_key> (CoreWeave) */
+    API_AUTH_WANDB,  /* x-wandb-api-key, x-entity-id, x-project-name (W&B) */
+};
+
+struct api_config {
+    const char *base_url;    /* "https://api.cwsandbox.com", "http://127.0.0.1:8080" */
+    const char *unix_socket; /* connect through this socket instead of TCP, may be NULL */
+    enum api_auth auth;
+    const char *api_key; /* never logged */
+    const char *wandb_entity;
+    const char *wandb_project;
+    int http1;             /* force HTTP/1.1 (unary calls only) */
+    long unary_timeout_ms; /* per unary call; 0 = 30000 */
+    int max_retries;       /* transient failures retried this many times; 0 = 5 */
+};
+
+/* Outcome of a call. err is 0 or -errno; on failure error holds the Connect code,
+ * message and ErrorInfo reason (transport failures become "unavailable" with curl's
+ * words). response is the unary response message (borrowed: valid during the
+ * callback; take a reference to keep it), NULL for streams and failures. */
+struct api_result {
+    int err;
+    struct connect_error error;
+    json_t *response;
+    long http_status;
+};
+
+typedef void (*api_done_fn)(uint64_t call_id, const struct api_result *res, void *ud);
+
+/* A streaming response message (one envelope's JSON, borrowed). Return 0 to go on,
+ * non-zero to cancel the call (its done callback then gets -ECANCELED). */
+typedef int (*api_message_fn)(uint64_t call_id, json_t *msg, void *ud);
+
+/* Produces the request body of a client-streaming call, in envelope-framed bytes
+ * (see api_body_envelope). Called on the worker as curl needs data: write at most
+ * cap bytes into buf and return the count, 0 at the end of the body, or -errno to
+ * fail the call. Returning API_BODY_PAUSE pauses the upload until api_resume_body. */
+typedef long (*api_body_fn)(uint64_t call_id, char *buf, size_t cap, void *ud);
+#define API_BODY_PAUSE (-1000000L)
+
+int api_init(const struct api_config *cfg);
+/* Cancels what is running (each gets its done callback), joins the worker. */
+void api_shutdown(void);
+
+/* Unary Connect call: POST {base}/coreweave.sandbox.v1.SandboxService/{rpc}. */
+uint64_t api_unary(const char *rpc, json_t *request, int idempotent, api_done_fn done,
+                   void *ud);
+/* Server-streaming call (StreamLogs). */
+uint64_t api_server_stream(const char *rpc, json_t *request, api_message_fn on_message,
+                           api_done_fn done, void *ud);
+/* Bidirectional call (StreamExec). The body function is called until it returns 0;
+ * with Debian 12's libcurl, responses only flow once it has (api_full_duplex() = 0). */
+uint64_t api_bidi(const char *rpc, api_body_fn body, api_message_fn on_message, api_done_fn done,
+                  void *ud);
+/* Wake an upload paused by API_BODY_PAUSE. Any thread. */
+void api_resume_body(uint64_t call_id);
+/* Whether this libcurl delivers HTTP/2 response data while the request body is open. */
+int api_full_duplex(void);
+
+/* Cancel a call if it still runs; a no-op for finished or unknown ids. Any thread. */
+void api_cancel(uint64_t call_id);
+
+/* Run fn(ud) on the worker thread after delay_ms (0 = soon). Any thread. Used for
+ * polling and for work that must happen on the worker (kernel cache invalidation). */
+void api_schedule(long delay_ms, void (*fn)(void *ud), void *ud);
+
+/* Frame one JSON message as an envelope: writes header + JSON text into a malloc'ed
+ * buffer returned in *out (length *len). */
+int api_body_envelope(const json_t *msg, uint8_t flags, char **out, size_t *len);
+
+/* Calls started per rpc since api_init, for .metrics: fills up to n (name, count)
+ * pairs and returns how many rpcs have been called. names point to static strings. */
+size_t api_call_counts(const char **names, uint64_t *counts, size_t n);
+
+#endif

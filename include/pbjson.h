@@ -1,0 +1,42 @@
+/* pbjson.h - the protobuf JSON mapping rules the service's messages follow
+ * (api/README.md): int64 as strings or numbers, enums by name or number, bytes as
+ * base64, Timestamps as RFC 3339. Readers are lenient the way the mapping requires;
+ * writers produce the canonical form. Pure, thread-safe. */
+#ifndef CWSFS_PBJSON_H
+#define CWSFS_PBJSON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+#include <jansson.h>
+
+/* obj[key] as an int64 ("123", 123, absent = dflt). -EINVAL for other types or junk. */
+int pbjson_get_int64(const json_t *obj, const char *key, int64_t dflt, int64_t *out);
+
+/* obj[key] as a string, or dflt when absent or not a string. Borrowed from obj. */
+const char *pbjson_get_string(const json_t *obj, const char *key, const char *dflt);
+
+/* obj[key] as a bool, absent = 0. */
+int pbjson_get_bool(const json_t *obj, const char *key);
+
+/* Enum value: a name found in names[] (index = number) or a number. Absent = 0.
+ * -EINVAL for an unknown name. names may contain NULL holes. */
+int pbjson_get_enum(const json_t *obj, const char *key, const char *const *names, size_t n,
+                    int *out);
+
+/* obj[key] as base64 bytes: *out malloc'ed (NUL-terminated for convenience), *len set.
+ * Absent = empty (out = malloc'ed "", len 0). -EINVAL on bad base64 or wrong type. */
+int pbjson_get_bytes(const json_t *obj, const char *key, char **out, size_t *len);
+
+/* A JSON string holding base64 of data (new reference, NULL on ENOMEM). */
+json_t *pbjson_bytes(const void *data, size_t len);
+
+/* int64 in canonical form: a JSON string of the decimal number. */
+json_t *pbjson_int64(int64_t v);
+
+/* Parse an RFC 3339 timestamp ("2026-11-22T02:48:08.878Z", offsets allowed). */
+int pbjson_parse_timestamp(const char *text, struct timespec *out);
+/* Format ts as RFC 3339 UTC with 'Z' into buf (at least 40 bytes). */
+void pbjson_format_timestamp(const struct timespec *ts, char *buf, size_t size);
+
+#endif
