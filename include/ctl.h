@@ -1,0 +1,69 @@
+/* ctl.h - the `ctl` file's command language (DESIGN.md "ctl commands").
+ *
+ * Pure parsing, table-driven: one line in, one struct ctl_cmd out, or -EINVAL with a
+ * message that echoes the command. Acting on a command is the sandbox module's job.
+ * Also the line splitter that turns a stream of write(2) calls into whole lines. */
+#ifndef CWSFS_CTL_H
+#define CWSFS_CTL_H
+
+#include <stddef.h>
+
+enum ctl_op {
+    CTL_EXEC,     /* exec LINE          argv = {"/bin/sh", "-c", LINE} */
+    CTL_EXECV,    /* execv ["p","a"]    argv = the JSON array's strings (at least one) */
+    CTL_START,    /* start */
+    CTL_WAIT,     /* wait */
+    CTL_STOP,     /* stop [GRACE]       num = grace seconds, -1 when not given */
+    CTL_SNAPSHOT, /* snapshot */
+    /* spec changes: only before start (EBUSY after) */
+    CTL_IMAGE,    /* image REF          arg */
+    CTL_COMMAND,  /* command LINE       argv = {"/bin/sh", "-c", LINE} */
+    CTL_ENV,      /* env K=V            key, arg = value */
+    CTL_TAG,      /* tag T              arg (validated as the service's tags are) */
+    CTL_CPU,      /* cpu Q              arg (a Kubernetes quantity: 2, 0.5, 500m) */
+    CTL_MEMORY,   /* memory Q           arg (512Mi, 2Gi, 1G, 1000000) */
+    CTL_GPU,      /* gpu N              num >= 0 */
+    CTL_LIFETIME, /* lifetime SECONDS   num > 0, fits int32 */
+    CTL_WORKDIR,  /* workdir PATH       arg, absolute */
+};
+
+struct ctl_cmd {
+    enum ctl_op op;
+    char **argv; /* NULL-terminated, malloc'ed, for EXEC/EXECV/COMMAND */
+    size_t argc;
+    char *key; /* ENV */
+    char *arg;
+    long long num;
+};
+
+/* Whether op changes the spec (and so is refused once the sandbox started). */
+int ctl_is_spec_change(enum ctl_op op);
+
+/* Parse one line (no trailing newline; a trailing '\r' and surrounding blanks are
+ * ignored). Returns 0 and fills cmd, 1 for a blank line or a `#` comment (nothing to
+ * do, cmd untouched), or -EINVAL with err set to a sentence that quotes the line,
+ * e.g. `unknown command "exce ls"` or `gpu: "x" is not a count`. */
+int ctl_parse(const char *line, size_t len, struct ctl_cmd *cmd, char *err, size_t errlen);
+void ctl_cmd_free(struct ctl_cmd *cmd);
+
+/* The line splitter: bytes written to a ctl handle accumulate here; a line runs when
+ * its newline arrives (or at close, ctl_lines_finish). Bounded: a line longer than
+ * CTL_MAX_LINE is an error, not a growing buffer. */
+#define CTL_MAX_LINE (1u << 20)
+
+struct ctl_lines {
+    char *buf;
+    size_t len, cap;
+};
+
+/* Append data; for each completed line call fn(line, len, ud) in order, stopping at
+ * the first non-zero return, which is returned. -E2BIG when a line exceeds
+ * CTL_MAX_LINE (the partial line is discarded). */
+int ctl_lines_feed(struct ctl_lines *cl, const char *data, size_t len,
+                   int (*fn)(const char *line, size_t len, void *ud), void *ud);
+/* At close: run a final unterminated line, if any, through fn. */
+int ctl_lines_finish(struct ctl_lines *cl, int (*fn)(const char *line, size_t len, void *ud),
+                     void *ud);
+void ctl_lines_free(struct ctl_lines *cl);
+
+#endif

@@ -1,0 +1,37 @@
+/* outbuf.h - output kept for readers: an exec's stdout/stderr, logs, events.
+ *
+ * Bytes live in an unlinked file in the spool directory, not in memory, so a command
+ * that prints gigabytes costs disk, not RAM. Offsets are logical (0 = the first byte
+ * ever produced). Beyond cap the oldest bytes are dropped (hole-punched) and
+ * `dropped` says how many: readers asking for them get the oldest kept bytes instead.
+ * Not thread-safe: the owner's lock protects it. */
+#ifndef CWSFS_OUTBUF_H
+#define CWSFS_OUTBUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#define OUTBUF_DEFAULT_CAP (256ull << 20)
+
+struct outbuf {
+    int fd;             /* unlinked spool file, -1 before init */
+    uint64_t produced;  /* bytes appended so far: the file's st_size */
+    uint64_t dropped;   /* oldest bytes no longer kept */
+    uint64_t cap;       /* most bytes kept */
+    struct timespec mtime; /* time of the last append (CLOCK_REALTIME) */
+};
+
+/* Create the spool file in dir (O_TMPFILE, or mkstemp + unlink). cap 0 = default. */
+int outbuf_init(struct outbuf *ob, const char *dir, uint64_t cap);
+/* Append; drops the oldest bytes beyond cap. Returns 0 or -errno (disk full: the
+ * bytes are lost and the caller says so in the sandbox's error file). */
+int outbuf_append(struct outbuf *ob, const void *data, size_t len);
+/* Read up to len bytes at logical offset off into buf. Returns the count (0 when
+ * off >= produced) or -errno. An offset inside the dropped range reads from the
+ * oldest byte kept. */
+ssize_t outbuf_read(const struct outbuf *ob, uint64_t off, void *buf, size_t len);
+void outbuf_free(struct outbuf *ob);
+
+#endif
