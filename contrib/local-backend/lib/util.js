@@ -1,0 +1,149 @@
+"use strict";
+const fsp = require("node:fs/promises");
+const path = require("node:path");
+
+// Resolve an absolute path inside a sandbox whose root is visible to us at
+// `root` (/proc/PID/root), following symbolic links the way the kernel does
+// inside the sandbox: an absolute link target restarts at the sandbox's root,
+// `..` never climbs above it. Components that do not exist are kept as they
+// are (the caller decides whether that is an error).
+// Returns { host, inside, missing } where `missing` is the number of trailing
+// components that do not exist.
+async function resolveInRoot(root, p, followLast = true) {
+  let parts = p.split("/").filter((s) => s && s !== ".");
+  const cur = [];
+  let links = 0;
+  while (parts.length) {
+    const c = parts.shift();
+    if (c === "..") {
+      cur.pop();
+      continue;
+    }
+    if (!followLast && parts.length === 0) {
+      cur.push(c);
+      break;
+    }
+    const host = path.join(root, ...cur, c);
+    let st;
+    try {
+      st = await fsp.lstat(host);
+    } catch (e) {
+      if (e.code === "ENOENT") {
+        const rest = [c, ...parts.filter((s) => s !== "..")];
+        return { host: path.join(root, ...cur, ...rest), inside: "/" + [...cur, ...rest].join("/"), missing: rest.length };
+      }
+      throw e;
+    }
+    if (st.isSymbolicLink()) {
+      if (++links > 40) {
+        const err = new Error("too many levels of symbolic links");
+        err.code = "ELOOP";
+        throw err;
+      }
+      const t = await fsp.readlink(host);
+      if (t.startsWith("/")) cur.length = 0;
+      parts = t.split("/").filter((s) => s && s !== ".").concat(parts);
+      continue;
+    }
+    if (parts.length && !st.isDirectory()) {
+      const err = new Error("not a directory");
+      err.code = "ENOTDIR";
+      throw err;
+    }
+    cur.push(c);
+  }
+  return { host: path.join(root, ...cur), inside: "/" + cur.join("/"), missing: 0 };
+}
+
+// Kubernetes-style quantities: "512Mi", "2G", "1.5Gi", "1000000", "500m" (cpu).
+function parseBytes(q) {
+  if (!q) return 0;
+  const m = /^([0-9]+(?:\.[0-9]+)?)([KMGTPE]i?|k|m)?$/.exec(String(q).trim());
+  if (!m) return NaN;
+  const n = parseFloat(m[1]);
+  const unit = m[2] || "";
+  const mult = {
+    "": 1,
+    k: 1e3,
+    K: 1e3,
+    M: 1e6,
+    G: 1e9,
+    T: 1e12,
+    P: 1e15,
+    E: 1e18,
+    Ki: 2 ** 10,
+    Mi: 2 ** 20,
+    Gi: 2 ** 30,
+    Ti: 2 ** 40,
+    Pi: 2 ** 50,
+    Ei: 2 ** 60,
+    m: 1e-3,
+  }[unit];
+  return Math.floor(n * mult);
+}
+
+function parseCpuMillis(q) {
+  if (!q) return 0;
+  const s = String(q).trim();
+  let m = /^([0-9]+)m$/.exec(s);
+  if (m) return parseInt(m[1], 10);
+  m = /^([0-9]+(?:\.[0-9]+)?)$/.exec(s);
+  if (m) return Math.round(parseFloat(m[1]) * 1000);
+  return NaN;
+}
+
+// A small async queue with a byte budget: producers push, one consumer pulls.
+class ByteQueue {
+  constructor(highWater, onDrainNeeded) {
+    this.items = [];
+    this.bytes = 0;
+    this.highWater = highWater;
+    this.waiter = null;
+    this.closed = false;
+    this.onPressure = onDrainNeeded; // (paused:boolean) => void
+    this.paused = false;
+  }
+  push(item, size = 0) {
+    this.items.push(item);
+    this.bytes += size;
+    item.__size = size;
+    if (!this.paused && this.bytes > this.highWater) {
+      this.paused = true;
+      this.onPressure && this.onPressure(true);
+    }
+    this._wake();
+  }
+  close() {
+    this.closed = true;
+    this._wake();
+  }
+  _wake() {
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w();
+    }
+  }
+  async next() {
+    for (;;) {
+      if (this.items.length) {
+        const it = this.items.shift();
+        this.bytes -= it.__size;
+        if (this.paused && this.bytes <= this.highWater / 2) {
+          this.paused = false;
+          this.onPressure && this.onPressure(false);
+        }
+        return it;
+      }
+      if (this.closed) return null;
+      await new Promise((r) => (this.waiter = r));
+    }
+  }
+}
+
+function randomId(prefix) {
+  const { randomBytes } = require("node:crypto");
+  return prefix + randomBytes(8).toString("hex");
+}
+
+module.exports = { resolveInRoot, parseBytes, parseCpuMillis, ByteQueue, randomId };

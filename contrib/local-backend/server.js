@@ -1,0 +1,298 @@
+#!/usr/bin/env node
+// cwsandbox-local: the CoreWeave Sandbox API served on this machine.
+// See README.md for the options and the semantics.
+"use strict";
+const fs = require("node:fs");
+const fsp = require("node:fs/promises");
+const net = require("node:net");
+const http = require("node:http");
+const http2 = require("node:http2");
+const path = require("node:path");
+const { connectNodeAdapter } = require("@connectrpc/connect-node");
+
+const USAGE = `usage: server.js --listen HOST:PORT|unix:PATH --state-dir DIR [options]
+  --listen ADDR          HOST:PORT (port 0 picks a free one) or unix:PATH
+  --state-dir DIR        where sandbox layers, volumes and snapshots live
+  --api-key KEY          require "Authorization: Bearer KEY" or "x-wandb-api-key: KEY"
+  --images-dir DIR       DIR/<image with '/' and ':' as '_'> is that image's root
+  --address-file FILE    write the URL there (atomically) once listening
+  --default-lifetime S   maxLifetimeSeconds when a spec sets none (3600)
+  --max-lifetime S       upper bound of maxLifetimeSeconds (86400)
+  --default-memory Q     memory limit when a spec sets none (4Gi)
+  --default-cpu Q        cpu limit when a spec sets none (1)
+  --pids-limit N         pids.max of every sandbox (4096)
+  --max-sandboxes N      sandboxes running at once (1000)
+  --quiet                no per-call log lines`;
+
+function parseArgs(argv) {
+  const o = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const eq = a.indexOf("=");
+    let key = a,
+      val;
+    if (a.startsWith("--") && eq > 0) {
+      key = a.slice(0, eq);
+      val = a.slice(eq + 1);
+    }
+    const need = () => {
+      if (val !== undefined) return val;
+      if (i + 1 >= argv.length) die(`${key} needs a value`);
+      return argv[++i];
+    };
+    switch (key) {
+      case "--listen":
+        o.listen = need();
+        break;
+      case "--state-dir":
+        o.stateDir = need();
+        break;
+      case "--api-key":
+        o.apiKey = need();
+        break;
+      case "--images-dir":
+        o.imagesDir = need();
+        break;
+      case "--address-file":
+        o.addressFile = need();
+        break;
+      case "--default-lifetime":
+        o.defaultLifetime = +need();
+        break;
+      case "--max-lifetime":
+        o.maxLifetime = +need();
+        break;
+      case "--default-memory":
+        o.defaultMemory = need();
+        break;
+      case "--default-cpu":
+        o.defaultCpu = need();
+        break;
+      case "--pids-limit":
+        o.pidsLimit = +need();
+        break;
+      case "--max-sandboxes":
+        o.maxSandboxes = +need();
+        break;
+      case "--quiet":
+        o.quiet = true;
+        break;
+      case "-h":
+      case "--help":
+        process.stdout.write(USAGE + "\n");
+        process.exit(0);
+        break;
+      default:
+        die(`unknown argument ${a}\n${USAGE}`);
+    }
+  }
+  if (!o.listen) die(`--listen is required\n${USAGE}`);
+  if (!o.stateDir) die(`--state-dir is required\n${USAGE}`);
+  return o;
+}
+
+function die(msg) {
+  process.stderr.write(`cwsandbox-local: ${msg}\n`);
+  process.exit(2);
+}
+
+function logLine(s) {
+  process.stderr.write(`cwsandbox-local: ${s}\n`);
+}
+
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  // Loaded here so that --help works without a build.
+  const { SandboxService } = require("./lib/schema");
+  const { Manager } = require("./lib/manager");
+  const { makeService } = require("./lib/service");
+  const { E, ConnectError } = require("./lib/errors");
+  const { Code } = require("@connectrpc/connect");
+
+  const stateDir = path.resolve(opts.stateDir);
+  const createdStateDir = !fs.existsSync(stateDir);
+  await fsp.mkdir(stateDir, { recursive: true });
+
+  const manager = new Manager({
+    stateDir,
+    imagesDir: opts.imagesDir ? path.resolve(opts.imagesDir) : null,
+    log: logLine,
+    defaultLifetime: opts.defaultLifetime,
+    maxLifetime: opts.maxLifetime,
+    defaultMemory: opts.defaultMemory,
+    defaultCpu: opts.defaultCpu,
+    pidsLimit: opts.pidsLimit,
+    maxSandboxes: opts.maxSandboxes,
+  });
+  try {
+    await manager.init();
+  } catch (e) {
+    logLine(e.message);
+    if (createdStateDir) await fsp.rm(stateDir, { recursive: true, force: true });
+    process.exit(1);
+  }
+
+  // Calls per rpc since start.
+  const calls = {};
+  for (const mth of SandboxService.methods) calls[mth.name] = 0;
+
+  const codeName = (c) => (c === undefined ? "ok" : Code[c].replace(/[A-Z]/g, (x, i) => (i ? "_" : "") + x.toLowerCase()));
+
+  const { createContextKey, createContextValues } = require("@connectrpc/connect");
+  const kCall = createContextKey(null);
+  const interceptor = (next) => async (req) => {
+    const name = req.method.name;
+    const rec = req.contextValues.get(kCall) || {};
+    rec.logged = true;
+    const t0 = process.hrtime.bigint();
+    const done = (err) => {
+      if (opts.quiet) return;
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      const ce = err ? ConnectError.from(err) : null;
+      logLine(`call ${name} ${ce ? codeName(ce.code) : "ok"} ${ms.toFixed(1)}ms${ce ? " " + JSON.stringify(ce.rawMessage) : ""}`);
+    };
+    try {
+      if (opts.apiKey) {
+        const auth = req.header.get("authorization") || "";
+        const wandb = req.header.get("x-wandb-api-key") || "";
+        if (auth !== `Bearer ${opts.apiKey}` && wandb !== opts.apiKey) {
+          throw E.unauthenticated(auth || wandb ? "invalid API key" : "missing API key: send Authorization: Bearer <key> or x-wandb-api-key");
+        }
+      }
+      const res = await next(req);
+      if (!res.stream) {
+        done();
+        return res;
+      }
+      const inner = res.message;
+      return {
+        ...res,
+        message: (async function* () {
+          try {
+            yield* inner;
+            done();
+          } catch (e) {
+            done(e);
+            throw e;
+          }
+        })(),
+      };
+    } catch (e) {
+      done(e);
+      throw e;
+    }
+  };
+
+  const shutdown = new AbortController();
+  const rpc = connectNodeAdapter({
+    routes: (router) => router.service(SandboxService, makeService(manager)),
+    interceptors: [interceptor],
+    jsonOptions: { ignoreUnknownFields: false },
+    contextValues: (req) => createContextValues().set(kCall, req.__cwCall),
+    readMaxBytes: 100 * 1024 * 1024,
+    shutdownSignal: shutdown.signal,
+  });
+
+  const handler = (req, res) => {
+    const url = req.url || "";
+    if (url === "/_local/calls" || url.startsWith("/_local/calls?")) {
+      if (req.method === "DELETE" || req.method === "POST") {
+        for (const k of Object.keys(calls)) calls[k] = 0;
+      }
+      const body = JSON.stringify(calls) + "\n";
+      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+      res.end(body);
+      return;
+    }
+    if (url === "/_local/health") {
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.end("ok\n");
+      return;
+    }
+    // Count every call, also those refused before they reach the service
+    // (malformed requests); log those here with their HTTP status.
+    const m = /^\/coreweave\.sandbox\.v1\.SandboxService\/([A-Za-z]+)(\?|$)/.exec(url);
+    if (m && m[1] in calls) {
+      calls[m[1]]++;
+      const rec = { logged: false };
+      req.__cwCall = rec;
+      const t0 = process.hrtime.bigint();
+      res.once("close", () => {
+        if (rec.logged || opts.quiet) return;
+        const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+        logLine(`call ${m[1]} refused http=${res.statusCode} ${ms.toFixed(1)}ms`);
+      });
+    }
+    rpc(req, res);
+  };
+
+  const h1 = http.createServer({ keepAliveTimeout: 60000, requestTimeout: 0 }, handler);
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 } }, handler);
+  h2.on("sessionError", () => {});
+  const sockets = new Set();
+  // One listener for HTTP/1.1 and h2c with prior knowledge: peek at the preface.
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on("close", () => sockets.delete(sock));
+    sock.on("error", () => {});
+    let buf = Buffer.alloc(0);
+    const onData = (d) => {
+      buf = Buffer.concat([buf, d]);
+      const n = Math.min(buf.length, H2_PREFACE.length);
+      const isH2 = buf.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      if (isH2 && buf.length < H2_PREFACE.length) return;
+      sock.removeListener("data", onData);
+      sock.pause();
+      sock.unshift(buf);
+      (isH2 ? h2 : h1).emit("connection", sock);
+      process.nextTick(() => sock.resume());
+    };
+    sock.on("data", onData);
+  });
+
+  let address;
+  if (opts.listen.startsWith("unix:")) {
+    const p = path.resolve(opts.listen.slice(5));
+    await fsp.rm(p, { force: true });
+    await new Promise((resolve, reject) => server.once("error", reject).listen(p, resolve));
+    address = `unix:${p}`;
+  } else {
+    const m = /^(.*):([0-9]+)$/.exec(opts.listen);
+    if (!m) die(`bad --listen ${opts.listen}`);
+    const host = m[1].replace(/^\[|\]$/g, "") || "127.0.0.1";
+    await new Promise((resolve, reject) => server.once("error", reject).listen(+m[2], host, resolve));
+    const a = server.address();
+    address = `http://${a.family === "IPv6" ? `[${a.address}]` : a.address}:${a.port}`;
+  }
+  if (opts.addressFile) {
+    const tmp = `${opts.addressFile}.tmp.${process.pid}`;
+    await fsp.writeFile(tmp, address + "\n");
+    await fsp.rename(tmp, opts.addressFile);
+  }
+  process.stdout.write(`cwsandbox-local listening on ${address}\n`);
+
+  let stopping = false;
+  const stop = async (sig) => {
+    if (stopping) return;
+    stopping = true;
+    logLine(`${sig}: stopping every sandbox`);
+    server.close();
+    shutdown.abort(new ConnectError("server shutting down", Code.Unavailable));
+    await manager.shutdown().catch((e) => logLine(`shutdown: ${e.message}`));
+    for (const s of sockets) s.destroy();
+    if (address.startsWith("unix:")) await fsp.rm(address.slice(5), { force: true });
+    if (opts.addressFile) await fsp.rm(opts.addressFile, { force: true });
+    if (createdStateDir) await fsp.rm(stateDir, { recursive: true, force: true });
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGHUP", () => stop("SIGHUP"));
+}
+
+main().catch((e) => {
+  logLine(e.stack || String(e));
+  process.exit(1);
+});
