@@ -1,9 +1,11 @@
 /* fs.h - the filesystem as main.c sees it: options in, FUSE operations out.
  *
  * Lifecycle: api_init, fs_init, fuse_session_new(&fs_ops), fs_set_session, mount,
- * loop, unmount, fs_destroy, api_shutdown. fs_destroy runs after the FUSE loop ended
- * and may make blocking API calls (the `cleanup` option stops the sandboxes this
- * mount created). */
+ * loop, unmount, fs_destroy, api_shutdown, fs_free, fuse_session_destroy.
+ * fs_destroy runs after the FUSE loop ended and may make blocking API calls (the
+ * `cleanup` option stops the sandboxes this mount created). api_shutdown then answers
+ * the calls still in flight, whose callbacks may still reply to FUSE requests, so the
+ * session must outlive it; fs_free answers what is still parked and frees the rest. */
 #ifndef CWSFS_FS_H
 #define CWSFS_FS_H
 
@@ -30,9 +32,11 @@ struct fs_options {
 struct fuse_lowlevel_ops;
 extern const struct fuse_lowlevel_ops fs_ops;
 
-/* Copies what it needs from opts. Returns 0 or -errno. */
+/* Keeps a copy of *opts; the strings it points to must live until fs_free.
+ * Returns 0 or -errno. */
 int fs_init(const struct fs_options *opts);
 void fs_set_session(struct fuse_session *se);
 void fs_destroy(void);
+void fs_free(void);
 
 #endif

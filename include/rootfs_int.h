@@ -1,0 +1,120 @@
+/* rootfs_int.h - what the rootfs files share: the listing cache, running commands,
+ * open-file spools. Internal to rootfs*.c; everything runs under fs_lock. */
+#ifndef CWSFS_ROOTFS_INT_H
+#define CWSFS_ROOTFS_INT_H
+
+#include <fuse_lowlevel.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <uthash.h>
+
+#include "rootfs.h"
+
+#define ROOTFS_ATTR_TIMEOUT 1.0
+
+struct dirlist;
+
+struct rf_entry {
+    char *name;
+    struct stat st;
+    char *link;
+    UT_hash_handle hh;
+};
+
+typedef void (*dirlist_fn)(struct sandbox *sb, int err, struct dirlist *dl, void *ud);
+
+struct dl_cont {
+    dirlist_fn fn;
+    void *ud;
+    struct dl_cont *next;
+};
+
+struct dirlist {
+    char *path;
+    struct timespec fetched;
+    int valid;
+    int inflight;
+    struct rf_entry *entries; /* by name, in listing order */
+    struct dl_cont *conts;
+    UT_hash_handle hh;
+};
+
+struct rootfs_cache {
+    struct dirlist *dirs;
+    struct rootfs_file *open_files; /* files with a spool, for stat before they are sent */
+};
+
+struct rootfs_req {
+    fuse_req_t req;
+    char *path;
+    char *name;
+    struct fuse_file_info fi;
+    mode_t mode;
+    int flag;
+    struct rootfs_file *file;
+};
+
+struct flush_wait {
+    fuse_req_t req;
+    struct flush_wait *next;
+};
+
+struct rootfs_file {
+    struct rootfs_file *prev, *next; /* in the sandbox's open_files */
+    struct sandbox *sb;
+    char *path;
+    char *spool_path;
+    int fd;
+    int append;
+    int dirty;      /* the spool differs from the sandbox's file */
+    int uploading;  /* a send is in flight */
+    int failed;     /* the last send failed: keep the spool at release */
+    int released;   /* closed while a send was in flight: freed when it ends */
+    mode_t mode;    /* mode for a file not yet in the sandbox */
+    char *pending_attrs[8]; /* setattr words for after the send (mode, mtime) */
+    uint64_t epoch; /* bumped by each write, to tell writes made during a send */
+    struct flush_wait *flushes;
+};
+
+typedef void (*rootfs_cmd_fn)(struct sandbox *sb, int err, int exit_code, const char *out,
+                            size_t outlen, const char *errtext, void *ud);
+
+#define SETATTR_SCRIPT                                                                             \
+    "p=$1; shift; while [ $# -gt 0 ]; do case $1 in "                                             \
+    "mode) chmod -- \"$2\" \"$p\" || exit;; "                                                      \
+    "size) truncate -s \"$2\" -- \"$p\" || exit;; "                                                \
+    "owner) chown -h -- \"$2\" \"$p\" || exit;; "                                                  \
+    "mtime) touch -h -m -d \"$2\" -- \"$p\" || exit;; "                                            \
+    "esac; shift 2; done"
+
+
+/* Paths inside the sandbox, always absolute; results malloc'ed (base: borrowed). */
+char *rootfs_path_join(const char *dir, const char *name);
+char *rootfs_path_parent(const char *path);
+const char *rootfs_path_base(const char *path);
+long rootfs_ms_since(const struct timespec *t);
+/* The errno a failed coreutils/find command means, from its stderr words. */
+int rootfs_errno_from_stderr(const char *text);
+
+/* Run argv (NULL-terminated, exact, no shell) with Exec once the sandbox runs; fn gets
+ * the outcome, exit code and output (borrowed for the call). */
+void rootfs_run_cmd(struct sandbox *sb, const char *const *argv, rootfs_cmd_fn fn, void *ud);
+/* StreamExec request bodies: the init envelope for argv, and the close envelope. */
+int rootfs_body_head(struct sandbox *sb, const char *const *argv, char **out, size_t *len);
+int rootfs_body_close(char **out, size_t *len);
+
+/* Call fn with a listing of dir no older than a second (one Exec when stale). */
+void rootfs_with_listing(struct sandbox *sb, const char *dir, dirlist_fn fn, void *ud);
+void rootfs_cache_invalidate(struct sandbox *sb, const char *dir);
+void rootfs_cache_invalidate_parent(struct sandbox *sb, const char *path);
+/* Open files whose spool has not reached the sandbox answer stat themselves. */
+struct rootfs_file *rootfs_unsent_file(struct sandbox *sb, const char *path);
+void rootfs_unsent_attr(struct rootfs_file *f, fuse_ino_t ino, struct stat *st);
+
+struct rootfs_req *rootfs_req_new(fuse_req_t req, const char *path, const char *name);
+void rootfs_req_free(struct rootfs_req *rc);
+/* A dirlist_fn answering getattr (or readlink when rc->flag) for rc->path. */
+void rootfs_getattr_listed(struct sandbox *sb, int err, struct dirlist *dl, void *ud);
+
+#endif

@@ -1,0 +1,185 @@
+/* sandbox.h - the session's sandboxes: spec, lifecycle, execs, output streams.
+ *
+ * Everything here is protected by fs_lock, taken by FUSE callbacks and by the API
+ * worker's callbacks alike; no one holds it across a network wait. A sandbox is
+ * created by mkdir (unstarted, no call) or found by listing (adopted), started on
+ * first use, polled while someone waits on its state, and freed when its directory
+ * is removed and the kernel forgot all its inodes (refs). */
+#ifndef CWSFS_SANDBOX_H
+#define CWSFS_SANDBOX_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+#include <jansson.h>
+#include <uthash.h>
+
+#include "fs.h"
+#include "outbuf.h"
+#include "park.h"
+
+extern pthread_mutex_t fs_lock;
+
+/* The annotation that keeps the name a sandbox was made with. */
+#define SANDBOX_NAME_ANNOTATION "cwsfs-name"
+/* Tag every sandbox made by cwsfs carries when the session has no tags of its own. */
+#define SANDBOX_DEFAULT_TAG "cwsfs"
+
+enum sb_state {
+    SB_UNSTARTED,
+    SB_PENDING,
+    SB_CREATING,
+    SB_RUNNING,
+    SB_COMPLETED,
+    SB_FAILED,
+    SB_TERMINATING,
+    SB_TERMINATED,
+    SB_PAUSED,
+};
+
+struct sandbox;
+typedef void (*sandbox_ready_fn)(struct sandbox *sb, int err, void *ud);
+
+/* A byte stream readers follow: exec stdout/stderr, logs, events. */
+struct stream {
+    struct outbuf ob; /* fd -1 until the first byte (no fd for silent commands) */
+    int ended;        /* no more bytes will come */
+    int err;          /* 0, or -errno readers get after the last byte instead of EOF */
+    struct waitq readers;
+};
+
+struct exec {
+    unsigned no; /* N of exec/N, from 1 */
+    struct sandbox *sb;
+    char *cmdline; /* for exec/N/cmd */
+    char **argv;
+    size_t argc;
+    struct stream out, err;
+    int started; /* the service said ready */
+    int ended;
+    int exit_code;
+    char *failure; /* why it could not run or was cut off, NULL otherwise */
+    uint64_t call_id;
+    char *body; /* the StreamExec request body (init + close), worker-only */
+    size_t body_len, body_pos;
+    sandbox_ready_fn started_fn; /* told once `ready` arrives or the start failed */
+    void *started_ud;
+    struct waitq exit_waiters;
+};
+
+struct sandbox {
+    uint64_t serial; /* stable across the sandbox's life in this mount, for inode keys */
+    char *name;
+    char *id; /* NULL until created */
+    int refs; /* the name table's (until removed) + one per node + one per call in flight */
+    int removed;
+    int created_here;
+
+    enum sb_state state;
+    int exit_code;
+    char *state_reason;
+    json_t *spec;   /* pending SandboxSpec (unstarted) */
+    json_t *remote; /* the service's last Sandbox message, NULL before */
+    char *request_id;
+    char *error; /* the last error in words, for the `error` file */
+
+    int create_inflight, poll_inflight, delete_inflight;
+    long poll_delay_ms;
+    int poll_scheduled;
+    struct sb_cont *conts; /* continuations waiting for running or terminal */
+    int stopping;          /* DeleteSandbox sent: poll until terminal */
+    struct timespec polled; /* last GetSandbox answer, CLOCK_MONOTONIC */
+
+    struct stream events;
+    struct stream logs;
+    int logs_started;
+    uint64_t logs_call;
+    char *logs_session;
+    uint64_t logs_offset;
+    int logs_retries;
+
+    struct exec **execs;
+    unsigned nexecs, execs_cap;
+
+    char *snapshots; /* ids, one a line */
+    struct timespec mtime;
+
+    struct rootfs_cache *dircache; /* rootfs.c's */
+    struct ctl_job *ctl_head, *ctl_tail; /* control.c's jobs, run in order */
+
+    UT_hash_handle hh; /* sandboxes by name */
+};
+
+/* Session-wide state, set by fs_init. */
+struct session {
+    struct fs_options opts;
+    char **tags; /* effective session tags */
+    size_t ntags;
+    char *spool_dir;
+    struct sandbox *by_name;
+    uint64_t next_serial;
+    struct timespec list_fetched; /* last ListSandboxes, CLOCK_MONOTONIC */
+    int list_inflight;
+    struct waitq list_waiters;
+    uint64_t execs_started;
+    uint64_t bytes_out, bytes_read, bytes_written;
+};
+extern struct session session;
+
+const char *sandbox_state_name(enum sb_state st);
+int sandbox_is_terminal(enum sb_state st);
+/* One status line (no newline) into buf: "running", "completed 0", "failed OOMKilled". */
+void sandbox_status_line(const struct sandbox *sb, char *buf, size_t size);
+
+struct sandbox *sandbox_find(const char *name);
+/* mkdir: a new unstarted sandbox with the session defaults. -EEXIST, -EINVAL. */
+int sandbox_create_local(const char *name, struct sandbox **out);
+void sandbox_ref(struct sandbox *sb);
+void sandbox_unref(struct sandbox *sb);
+
+/* Record an error for the `error` file and the log; returns -errnum for chaining. */
+int sandbox_fail(struct sandbox *sb, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Call fn(sb, 0, ud) once the sandbox is running (starting it if unstarted), or
+ * fn(sb, -errno, ud) if it cannot get there. May call fn before returning. */
+void sandbox_when_running(struct sandbox *sb, sandbox_ready_fn fn, void *ud);
+/* Same, once the sandbox is in a terminal state (polling meanwhile). */
+void sandbox_when_terminal(struct sandbox *sb, sandbox_ready_fn fn, void *ud);
+
+/* Apply a new state from a Sandbox message (GetSandbox, CreateSandbox, lists). */
+void sandbox_update_from(struct sandbox *sb, json_t *sandbox_msg);
+
+/* ctl `stop [grace]` and rmdir: DeleteSandbox; fn when answered. */
+void sandbox_stop(struct sandbox *sb, long grace, sandbox_ready_fn fn, void *ud);
+/* ctl `snapshot`. */
+void sandbox_snapshot(struct sandbox *sb, sandbox_ready_fn fn, void *ud);
+/* Refresh the state soon if the last poll is older than max_age_ms. */
+void sandbox_refresh(struct sandbox *sb);
+/* rmdir done: out of the name table. */
+void sandbox_remove(struct sandbox *sb);
+
+/* Adoption: refresh the name table from ListSandboxes (session tags) if older than
+ * a second; fn(NULL, err, ud) when done (errors leave the table as it was). */
+void sandbox_list_refresh(sandbox_ready_fn fn, void *ud);
+
+/* Make sure StreamLogs follows this sandbox's main process (first reader starts it). */
+void sandbox_logs_follow(struct sandbox *sb);
+
+/* Streams. */
+int stream_append(struct stream *st, const void *data, size_t len);
+void stream_end(struct stream *st, int err);
+void stream_free(struct stream *st);
+
+/* Execs: exec_start creates exec/N and starts StreamExec; fn when `ready` arrives or
+ * the start failed. */
+int exec_start(struct sandbox *sb, char **argv, size_t argc, const char *cmdline,
+               sandbox_ready_fn fn, void *ud);
+struct exec *exec_get(struct sandbox *sb, unsigned no);
+void exec_free(struct exec *ex);
+void exec_status_line(const struct exec *ex, char *buf, size_t size);
+
+/* Blocking helper for start-up and shutdown only (never in a FUSE callback). */
+void sandbox_cleanup_all(void);
+
+#endif

@@ -1,0 +1,1257 @@
+/* fsops.c - the FUSE low-level operations: the tree of DESIGN.md.
+ *
+ * Every callback takes fs_lock, looks its inode up, and either answers at once from
+ * what is known here (pseudo-files, the tree) or hands the work to the modules that
+ * make API calls (control.c, rootfs.c), which answer later from the API worker. No
+ * callback waits on the network. Stream files (exec output, logs, events, exit)
+ * answer reads with what exists, park the read when there is nothing yet, and EOF
+ * once the stream ended; they stay seekable so `tail -f` can start at the end. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "control.h"
+#include "ctl.h"
+#include "fs.h"
+#include "log.h"
+#include "node.h"
+#include "park.h"
+#include "rootfs.h"
+#include "sandbox.h"
+
+#define DIR_TIMEOUT 1.0
+
+struct dirent_snap {
+    char *name;
+    struct stat st;
+};
+
+/* An open pseudo-file or pseudo-directory. rootfs nodes use rootfs.c's handles. */
+struct handle {
+    char *text; /* snapshot files: rendered once at open */
+    size_t len;
+    int nonblock;
+    struct ctl_lines lines;   /* ctl */
+    struct dirent_snap *ents; /* directories */
+    size_t nents;
+};
+
+struct parked_read {
+    struct waiter w; /* first: the waiter is the parked read */
+    fuse_ino_t ino;
+    size_t size;
+    off_t off;
+};
+
+static struct fuse_session *fuse_se;
+
+static const struct {
+    const char *name;
+    enum pseudo file;
+    enum node_kind kind;
+} sandbox_entries[] = {
+    {"ctl", P_CTL, N_FILE},         {"status", P_STATUS, N_FILE}, {"events", P_EVENTS, N_FILE},
+    {"id", P_ID, N_FILE},           {"snapshots", P_SNAPSHOTS, N_FILE},
+    {"spec", P_SPEC, N_FILE},       {"error", P_ERROR, N_FILE},   {"logs", P_LOGS, N_FILE},
+    {"stdout", P_STDOUT, N_LINK},   {"stderr", P_STDERR, N_LINK}, {"exit", P_EXIT, N_LINK},
+    {"exec", P_CTL, N_EXECS},       {"root", P_ROOT, N_LINK},
+}, exec_entries[] = {
+    {"cmd", P_CMD, N_FILE},       {"stdout", P_STDOUT, N_FILE}, {"stderr", P_STDERR, N_FILE},
+    {"exit", P_EXIT, N_FILE},     {"status", P_XSTATUS, N_FILE},
+};
+#define NELEM(a) (sizeof(a) / sizeof(*(a)))
+
+/* ---- rendering pseudo-files ---- */
+
+static char *render_metrics(void)
+{
+    unsigned by_state[SB_PAUSED + 1] = {0};
+    struct sandbox *sb, *tmp;
+    HASH_ITER(hh, session.by_name, sb, tmp)
+    by_state[sb->state]++;
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    if (!f)
+        return NULL;
+    fprintf(f, "# HELP cwsfs_sandboxes Sandboxes in this mount, by lifecycle state.\n"
+               "# TYPE cwsfs_sandboxes gauge\n");
+    for (int s = 0; s <= SB_PAUSED; s++)
+        fprintf(f, "cwsfs_sandboxes{state=\"%s\"} %u\n", sandbox_state_name(s), by_state[s]);
+    fprintf(f,
+            "# HELP cwsfs_execs_total Commands started through ctl.\n"
+            "# TYPE cwsfs_execs_total counter\ncwsfs_execs_total %llu\n"
+            "# HELP cwsfs_output_bytes_total Bytes of command and log output received.\n"
+            "# TYPE cwsfs_output_bytes_total counter\ncwsfs_output_bytes_total %llu\n"
+            "# HELP cwsfs_file_read_bytes_total Bytes of sandbox files fetched.\n"
+            "# TYPE cwsfs_file_read_bytes_total counter\ncwsfs_file_read_bytes_total %llu\n"
+            "# HELP cwsfs_file_written_bytes_total Bytes of files sent to sandboxes.\n"
+            "# TYPE cwsfs_file_written_bytes_total counter\ncwsfs_file_written_bytes_total %llu\n"
+            "# HELP cwsfs_parked_requests Reads and writes waiting for something to happen.\n"
+            "# TYPE cwsfs_parked_requests gauge\ncwsfs_parked_requests %u\n"
+            "# HELP cwsfs_rpc_calls_total API calls started, by rpc.\n"
+            "# TYPE cwsfs_rpc_calls_total counter\n",
+            (unsigned long long)session.execs_started, (unsigned long long)session.bytes_out,
+            (unsigned long long)session.bytes_read, (unsigned long long)session.bytes_written,
+            park_count());
+    const char *names[32];
+    uint64_t counts[32];
+    size_t n = api_call_counts(names, counts, 32);
+    for (size_t i = 0; i < n && i < 32; i++)
+        fprintf(f, "cwsfs_rpc_calls_total{rpc=\"%s\"} %llu\n", names[i],
+                (unsigned long long)counts[i]);
+    fclose(f);
+    return out;
+}
+
+/* The text of a snapshot file, malloc'ed; NULL for streams. */
+static char *render(struct node *n)
+{
+    struct sandbox *sb = n->sb;
+    char *out = NULL;
+    char line[512];
+    struct exec *ex = sb ? exec_get(sb, n->exec_no) : NULL;
+    if (n->kind == N_METRICS)
+        return render_metrics();
+    if (n->kind != N_FILE)
+        return NULL;
+    switch (n->file) {
+    case P_CTL:
+        if (asprintf(&out, "%s %u\n", sb->id ? sb->id : "-", sb->nexecs) < 0)
+            out = NULL;
+        break;
+    case P_STATUS:
+        sandbox_status_line(sb, line, sizeof(line));
+        if (asprintf(&out, "%s\n", line) < 0)
+            out = NULL;
+        break;
+    case P_ID:
+        if (asprintf(&out, "%s%s", sb->id ? sb->id : "", sb->id ? "\n" : "") < 0)
+            out = NULL;
+        break;
+    case P_SNAPSHOTS:
+        out = strdup(sb->snapshots ? sb->snapshots : "");
+        break;
+    case P_SPEC: {
+        json_t *view = sb->remote ? sb->remote : sb->spec;
+        char *dump = view ? json_dumps(view, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+        if (asprintf(&out, "%s\n", dump ? dump : "{}") < 0)
+            out = NULL;
+        free(dump);
+        break;
+    }
+    case P_ERROR:
+        if (asprintf(&out, "%s%s", sb->error ? sb->error : "", sb->error ? "\n" : "") < 0)
+            out = NULL;
+        break;
+    case P_CMD:
+        if (ex && asprintf(&out, "%s\n", ex->cmdline) < 0)
+            out = NULL;
+        break;
+    case P_XSTATUS:
+        if (ex) {
+            exec_status_line(ex, line, sizeof(line));
+            if (asprintf(&out, "%s\n", line) < 0)
+                out = NULL;
+        }
+        break;
+    default:
+        break;
+    }
+    return out;
+}
+
+static int is_stream(const struct node *n)
+{
+    if (n->kind != N_FILE)
+        return 0;
+    return n->file == P_EVENTS || n->file == P_LOGS || n->file == P_STDOUT ||
+           n->file == P_STDERR || n->file == P_EXIT;
+}
+
+static struct stream *node_stream(struct node *n)
+{
+    struct sandbox *sb = n->sb;
+    struct exec *ex = exec_get(sb, n->exec_no);
+    switch (n->file) {
+    case P_EVENTS:
+        return &sb->events;
+    case P_LOGS:
+        return &sb->logs;
+    case P_STDOUT:
+        return ex ? &ex->out : NULL;
+    case P_STDERR:
+        return ex ? &ex->err : NULL;
+    default:
+        return NULL;
+    }
+}
+
+/* ---- attributes ---- */
+
+static int sandbox_gone(const struct sandbox *sb)
+{
+    return sb && sb->removed;
+}
+
+static int node_attr(struct node *n, struct stat *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->st_ino = n->ino;
+    st->st_uid = getuid();
+    st->st_gid = getgid();
+    st->st_nlink = 1;
+    struct sandbox *sb = n->sb;
+    struct timespec t = sb ? sb->mtime : (struct timespec){0};
+    if (!sb)
+        clock_gettime(CLOCK_REALTIME, &t);
+    if (sandbox_gone(sb))
+        return -ENOENT;
+    switch (n->kind) {
+    case N_MOUNT:
+    case N_DOTROOT:
+    case N_SBDIR:
+    case N_EXECS:
+    case N_EXECDIR:
+        st->st_mode = S_IFDIR | 0755;
+        st->st_nlink = 2;
+        break;
+    case N_LINK: {
+        st->st_mode = S_IFLNK | 0777;
+        st->st_size = 20;
+        break;
+    }
+    case N_METRICS:
+        st->st_mode = S_IFREG | 0444;
+        break;
+    case N_FILE:
+        st->st_mode = S_IFREG | (n->file == P_CTL ? 0644 : 0444);
+        if (n->exec_no && !exec_get(sb, n->exec_no))
+            return -ENOENT;
+        if (is_stream(n)) {
+            struct stream *s = node_stream(n);
+            if (s) {
+                st->st_size = (off_t)s->ob.produced;
+                if (s->ob.produced)
+                    t = s->ob.mtime;
+            } else if (n->file == P_EXIT) {
+                struct exec *ex = exec_get(sb, n->exec_no);
+                st->st_size = ex && ex->ended && !ex->failure ? 2 : 0;
+            }
+        } else {
+            char *text = render(n);
+            st->st_size = text ? (off_t)strlen(text) : 0;
+            free(text);
+        }
+        break;
+    case N_ROOTFS:
+        return -EINVAL; /* rootfs.c answers those */
+    }
+    st->st_mtim = st->st_ctim = st->st_atim = t;
+    st->st_blksize = 4096;
+    return 0;
+}
+
+static double attr_timeout(const struct node *n)
+{
+    return n->kind == N_FILE || n->kind == N_METRICS ? 0.0 : DIR_TIMEOUT;
+}
+
+static int reply_entry_for(fuse_req_t req, struct node *n)
+{
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof(e));
+    int rc = node_attr(n, &e.attr);
+    if (rc < 0)
+        return rc;
+    node_looked_up(n);
+    e.ino = n->ino;
+    e.attr_timeout = attr_timeout(n);
+    e.entry_timeout = DIR_TIMEOUT;
+    fuse_reply_entry(req, &e);
+    return 0;
+}
+
+/* ---- lookup ---- */
+
+/* The child `name` of a pseudo-directory, or NULL (-ENOENT). Never for N_ROOTFS. */
+static struct node *child_of(struct node *parent, const char *name)
+{
+    struct sandbox *sb = parent->sb;
+    char *end;
+    switch (parent->kind) {
+    case N_MOUNT:
+        if (strcmp(name, ".root") == 0)
+            return node_get(N_DOTROOT, 0, NULL, 0, NULL);
+        if (strcmp(name, ".metrics") == 0)
+            return node_get(N_METRICS, 0, NULL, 0, NULL);
+        sb = sandbox_find(name);
+        return sb ? node_get(N_SBDIR, 0, sb, 0, NULL) : NULL;
+    case N_DOTROOT:
+        sb = sandbox_find(name);
+        return sb ? node_get(N_ROOTFS, 0, sb, 0, "/") : NULL;
+    case N_SBDIR:
+        for (size_t i = 0; i < NELEM(sandbox_entries); i++) {
+            if (strcmp(name, sandbox_entries[i].name))
+                continue;
+            enum node_kind k = sandbox_entries[i].kind;
+            enum pseudo f = sandbox_entries[i].file;
+            if (k == N_LINK && f != P_ROOT && sb->nexecs == 0)
+                return NULL;
+            return node_get(k, k == N_EXECS ? 0 : f, sb, 0, NULL);
+        }
+        return NULL;
+    case N_EXECS: {
+        unsigned long no = strtoul(name, &end, 10);
+        if (*end || !exec_get(sb, (unsigned)no) || name[0] == '0')
+            return NULL;
+        return node_get(N_EXECDIR, 0, sb, (unsigned)no, NULL);
+    }
+    case N_EXECDIR:
+        for (size_t i = 0; i < NELEM(exec_entries); i++)
+            if (strcmp(name, exec_entries[i].name) == 0)
+                return node_get(N_FILE, exec_entries[i].file, sb, parent->exec_no, NULL);
+        return NULL;
+    default:
+        return NULL;
+    }
+}
+
+struct lookup_ctx {
+    fuse_req_t req;
+    char *name;
+};
+
+static void lookup_after_list(struct sandbox *unused, int err, void *ud)
+{
+    struct lookup_ctx *lc = ud;
+    struct node *parent = node_by_ino(FUSE_ROOT_ID);
+    struct node *n = child_of(parent, lc->name);
+    if (!n || reply_entry_for(lc->req, n) < 0)
+        fuse_reply_err(lc->req, ENOENT);
+    free(lc->name);
+    free(lc);
+    (void)unused;
+    (void)err;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *p = node_by_ino(parent);
+    if (!p || sandbox_gone(p->sb)) {
+        fuse_reply_err(req, ENOENT);
+    } else if (p->kind == N_ROOTFS) {
+        rootfs_lookup(req, p->sb, p->path, name);
+    } else {
+        struct node *n = child_of(p, name);
+        if (n && reply_entry_for(req, n) == 0) {
+            /* answered */
+        } else if (p->kind == N_MOUNT && name[0] != '.') {
+            /* Maybe a sandbox of this session's tags made elsewhere: ask the service
+             * (at most once a second). */
+            struct lookup_ctx *lc = calloc(1, sizeof(*lc));
+            if (lc && (lc->name = strdup(name))) {
+                lc->req = req;
+                sandbox_list_refresh(lookup_after_list, lc);
+            } else {
+                free(lc);
+                fuse_reply_err(req, ENOMEM);
+            }
+        } else {
+            fuse_reply_err(req, ENOENT);
+        }
+    }
+    pthread_mutex_unlock(&fs_lock);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *n = node_by_ino(ino);
+    if (n)
+        node_forget(n, nlookup);
+    pthread_mutex_unlock(&fs_lock);
+    fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    pthread_mutex_lock(&fs_lock);
+    for (size_t i = 0; i < count; i++) {
+        struct node *n = node_by_ino(forgets[i].ino);
+        if (n)
+            node_forget(n, forgets[i].nlookup);
+    }
+    pthread_mutex_unlock(&fs_lock);
+    fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)fi;
+    pthread_mutex_lock(&fs_lock);
+    struct node *n = node_by_ino(ino);
+    struct stat st;
+    int rc;
+    if (!n) {
+        fuse_reply_err(req, ENOENT);
+    } else if (n->kind == N_ROOTFS) {
+        if (sandbox_gone(n->sb))
+            fuse_reply_err(req, ENOENT);
+        else
+            rootfs_getattr(req, n);
+    } else if ((rc = node_attr(n, &st)) < 0) {
+        fuse_reply_err(req, -rc);
+    } else {
+        fuse_reply_attr(req, &st, attr_timeout(n));
+    }
+    pthread_mutex_unlock(&fs_lock);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *n = node_by_ino(ino);
+    struct stat st;
+    if (!n || sandbox_gone(n->sb)) {
+        fuse_reply_err(req, ENOENT);
+    } else if (n->kind == N_ROOTFS) {
+        rootfs_setattr(req, n, attr, to_set, fi ? (struct rootfs_file *)(uintptr_t)fi->fh : NULL);
+    } else if (to_set & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+                          FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME)) {
+        fuse_reply_err(req, EPERM);
+    } else if ((to_set & FUSE_SET_ATTR_SIZE) && !(n->kind == N_FILE && n->file == P_CTL)) {
+        fuse_reply_err(req, EACCES);
+    } else if (node_attr(n, &st) < 0) {
+        fuse_reply_err(req, ENOENT);
+    } else {
+        /* `> ctl` truncates: accepted, nothing to do; touch is harmless too. */
+        fuse_reply_attr(req, &st, attr_timeout(n));
+    }
+    pthread_mutex_unlock(&fs_lock);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *n = node_by_ino(ino);
+    char *target = NULL;
+    if (!n || sandbox_gone(n->sb)) {
+        fuse_reply_err(req, ENOENT);
+    } else if (n->kind == N_ROOTFS) {
+        rootfs_readlink(req, n);
+    } else if (n->kind != N_LINK) {
+        fuse_reply_err(req, EINVAL);
+    } else {
+        int rc;
+        if (n->file == P_ROOT)
+            rc = asprintf(&target, "../.root/%s", n->sb->name);
+        else
+            rc = asprintf(&target, "exec/%u/%s", n->sb->nexecs,
+                          n->file == P_STDOUT ? "stdout" : n->file == P_STDERR ? "stderr" : "exit");
+        if (rc < 0)
+            fuse_reply_err(req, ENOMEM);
+        else
+            fuse_reply_readlink(req, target);
+        free(target);
+    }
+    pthread_mutex_unlock(&fs_lock);
+}
+
+/* ---- directories ---- */
+
+static void snap_add(struct handle *h, const char *name, struct node *n)
+{
+    struct dirent_snap *grown = realloc(h->ents, (h->nents + 1) * sizeof(*grown));
+    if (!grown)
+        return;
+    h->ents = grown;
+    struct dirent_snap *d = &h->ents[h->nents];
+    memset(d, 0, sizeof(*d));
+    if (n && node_attr(n, &d->st) < 0)
+        return;
+    if (!n)
+        d->st.st_mode = S_IFDIR;
+    if (!(d->name = strdup(name)))
+        return;
+    h->nents++;
+}
+
+static void snap_fill(struct handle *h, struct node *dir)
+{
+    struct sandbox *sb = dir->sb, *s, *tmp;
+    char num[16];
+    snap_add(h, ".", NULL);
+    snap_add(h, "..", NULL);
+    switch (dir->kind) {
+    case N_MOUNT:
+        snap_add(h, ".root", node_get(N_DOTROOT, 0, NULL, 0, NULL));
+        snap_add(h, ".metrics", node_get(N_METRICS, 0, NULL, 0, NULL));
+        HASH_ITER(hh, session.by_name, s, tmp)
+        snap_add(h, s->name, node_get(N_SBDIR, 0, s, 0, NULL));
+        break;
+    case N_DOTROOT:
+        HASH_ITER(hh, session.by_name, s, tmp)
+        snap_add(h, s->name, NULL);
+        break;
+    case N_SBDIR:
+        for (size_t i = 0; i < NELEM(sandbox_entries); i++) {
+            struct node *c = child_of(dir, sandbox_entries[i].name);
+            if (c)
+                snap_add(h, sandbox_entries[i].name, c);
+        }
+        break;
+    case N_EXECS:
+        for (unsigned i = 1; i <= sb->nexecs; i++) {
+            snprintf(num, sizeof(num), "%u", i);
+            snap_add(h, num, node_get(N_EXECDIR, 0, sb, i, NULL));
+        }
+        break;
+    case N_EXECDIR:
+        for (size_t i = 0; i < NELEM(exec_entries); i++)
+            snap_add(h, exec_entries[i].name, child_of(dir, exec_entries[i].name));
+        break;
+    default:
+        break;
+    }
+}
+
+struct opendir_ctx {
+    fuse_req_t req;
+    struct fuse_file_info fi;
+};
+
+static void opendir_after_list(struct sandbox *unused, int err, void *ud)
+{
+    struct opendir_ctx *oc = ud;
+    struct handle *h = calloc(1, sizeof(*h));
+    if (!h) {
+        fuse_reply_err(oc->req, ENOMEM);
+    } else {
+        snap_fill(h, node_by_ino(FUSE_ROOT_ID));
+        oc->fi.fh = (uintptr_t)h;
+        fuse_reply_open(oc->req, &oc->fi);
+    }
+    free(oc);
+    (void)unused;
+    (void)err; /* a failed listing still lists what this mount knows */
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *n = node_by_ino(ino);
+    if (!n || sandbox_gone(n->sb)) {
+        fuse_reply_err(req, ENOENT);
+    } else if (n->kind == N_ROOTFS) {
+        rootfs_opendir(req, n, fi);
+    } else if (n->kind == N_MOUNT) {
+        struct opendir_ctx *oc = calloc(1, sizeof(*oc));
+        if (!oc) {
+            fuse_reply_err(req, ENOMEM);
+        } else {
+            oc->req = req;
+            oc->fi = *fi;
+            sandbox_list_refresh(opendir_after_list, oc);
+        }
+    } else {
+        struct handle *h = calloc(1, sizeof(*h));
+        if (!h) {
+            fuse_reply_err(req, ENOMEM);
+        } else {
+            snap_fill(h, n);
+            fi->fh = (uintptr_t)h;
+            fuse_reply_open(req, fi);
+        }
+    }
+    pthread_mutex_unlock(&fs_lock);
+}
+
+static void pseudo_readdir(fuse_req_t req, struct node *dir, struct handle *h, size_t size,
+                           off_t off, int plus)
+{
+    char *buf = malloc(size);
+    size_t used = 0;
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    for (off_t i = off; i < (off_t)h->nents; i++) {
+        struct dirent_snap *d = &h->ents[i];
+        size_t need;
+        if (plus) {
+            struct fuse_entry_param e = {.attr = d->st};
+            need = fuse_add_direntry_plus(req, NULL, 0, d->name, NULL, 0);
+            if (used + need > size)
+                break;
+            if (i >= 2) {
+                struct node *c = dir->kind == N_DOTROOT
+                                     ? NULL
+                                     : child_of(dir, d->name);
+                if (c && node_attr(c, &e.attr) == 0) {
+                    node_looked_up(c);
+                    e.ino = c->ino;
+                    e.attr_timeout = attr_timeout(c);
+                    e.entry_timeout = DIR_TIMEOUT;
+                }
+            }
+            need = fuse_add_direntry_plus(req, buf + used, size - used, d->name, &e, i + 1);
+        } else {
+            need = fuse_add_direntry(req, buf + used, size - used, d->name, &d->st, i + 1);
+        }
+        if (used + need > size)
+            break;
+        used += need;
+    }
+    fuse_reply_buf(req, buf, used);
+    free(buf);
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi, int plus)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *n = node_by_ino(ino);
+    if (!n)
+        fuse_reply_err(req, ENOENT);
+    else if (n->kind == N_ROOTFS)
+        rootfs_readdir(req, (struct rootfs_dir *)(uintptr_t)fi->fh, size, off, plus);
+    else
+        pseudo_readdir(req, n, (struct handle *)(uintptr_t)fi->fh, size, off, plus);
+    pthread_mutex_unlock(&fs_lock);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    do_readdir(req, ino, size, off, fi, 0);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi)
+{
+    do_readdir(req, ino, size, off, fi, 1);
+}
+
+static void handle_free(struct handle *h)
+{
+    for (size_t i = 0; i < h->nents; i++)
+        free(h->ents[i].name);
+    free(h->ents);
+    free(h->text);
+    ctl_lines_free(&h->lines);
+    free(h);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *n = node_by_ino(ino);
+    if (n && n->kind == N_ROOTFS)
+        rootfs_releasedir((struct rootfs_dir *)(uintptr_t)fi->fh);
+    else
+        handle_free((struct handle *)(uintptr_t)fi->fh);
+    pthread_mutex_unlock(&fs_lock);
+    fuse_reply_err(req, 0);
+}
+
+/* ---- making and removing ---- */
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *p = node_by_ino(parent);
+    struct sandbox *sb;
+    int rc;
+    if (!p || sandbox_gone(p->sb)) {
+        fuse_reply_err(req, ENOENT);
+    } else if (p->kind == N_ROOTFS) {
+        rootfs_mkdir(req, p, name, mode);
+    } else if (p->kind != N_MOUNT) {
+        fuse_reply_err(req, EPERM);
+    } else if ((rc = sandbox_create_local(name, &sb)) < 0) {
+        fuse_reply_err(req, -rc);
+    } else {
+        log_info("%s: made (unstarted)", name);
+        struct node *n = node_get(N_SBDIR, 0, sb, 0, NULL);
+        if (!n || reply_entry_for(req, n) < 0)
+            fuse_reply_err(req, ENOMEM);
+    }
+    pthread_mutex_unlock(&fs_lock);
+}
+
+struct rmdir_ctx {
+    fuse_req_t req;
+};
+
+static void rmdir_stopped(struct sandbox *sb, int err, void *ud)
+{
+    struct rmdir_ctx *rc = ud;
+    if (err == 0 || err == -ENOENT) {
+        log_info("%s: removed", sb->name);
+        sandbox_remove(sb);
+        err = 0;
+    }
+    fuse_reply_err(rc->req, -err);
+    free(rc);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *p = node_by_ino(parent);
+    struct sandbox *sb;
+    if (!p || sandbox_gone(p->sb)) {
+        fuse_reply_err(req, ENOENT);
+    } else if (p->kind == N_ROOTFS) {
+        rootfs_unlink(req, p, name, 1);
+    } else if (p->kind == N_MOUNT) {
+        if (!(sb = sandbox_find(name))) {
+            fuse_reply_err(req, ENOENT);
+        } else if (!sb->id || sandbox_is_terminal(sb->state)) {
+            if (sb->create_inflight) {
+                fuse_reply_err(req, EBUSY);
+            } else {
+                sandbox_remove(sb);
+                fuse_reply_err(req, 0);
+            }
+        } else {
+            struct rmdir_ctx *rc = calloc(1, sizeof(*rc));
+            if (!rc) {
+                fuse_reply_err(req, ENOMEM);
+            } else {
+                rc->req = req;
+                sandbox_stop(sb, -1, rmdir_stopped, rc);
+            }
+        }
+    } else if (p->kind == N_SBDIR || p->kind == N_EXECS) {
+        /* exec/ and exec/N are not contents (cgroupfs-like): rm -r passes them. */
+        fuse_reply_err(req, child_of(p, name) ? 0 : ENOENT);
+    } else {
+        fuse_reply_err(req, EPERM);
+    }
+    pthread_mutex_unlock(&fs_lock);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *p = node_by_ino(parent);
+    if (!p || sandbox_gone(p->sb))
+        fuse_reply_err(req, ENOENT);
+    else if (p->kind == N_ROOTFS)
+        rootfs_unlink(req, p, name, 0);
+    else if (p->kind == N_SBDIR || p->kind == N_EXECDIR)
+        /* Pseudo-files are not contents: unlinking them succeeds and changes nothing,
+         * so `rm -r NAME` reaches the rmdir that stops the sandbox. */
+        fuse_reply_err(req, child_of(p, name) ? 0 : ENOENT);
+    else
+        fuse_reply_err(req, EPERM);
+    pthread_mutex_unlock(&fs_lock);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *p = node_by_ino(parent), *np = node_by_ino(newparent);
+    if (!p || !np || sandbox_gone(p->sb))
+        fuse_reply_err(req, ENOENT);
+    else if (p->kind != N_ROOTFS || np->kind != N_ROOTFS)
+        fuse_reply_err(req, EPERM);
+    else if (p->sb != np->sb)
+        fuse_reply_err(req, EXDEV);
+    else if (flags)
+        fuse_reply_err(req, EINVAL); /* no RENAME_NOREPLACE/EXCHANGE in one mv */
+    else
+        rootfs_rename(req, p, name, np, newname);
+    pthread_mutex_unlock(&fs_lock);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *p = node_by_ino(parent);
+    if (p && p->kind == N_ROOTFS && !sandbox_gone(p->sb))
+        rootfs_symlink(req, link, p, name);
+    else
+        fuse_reply_err(req, EPERM);
+    pthread_mutex_unlock(&fs_lock);
+}
+
+static void op_not_supported(fuse_req_t req)
+{
+    fuse_reply_err(req, ENOTSUP);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    (void)ino, (void)newparent, (void)newname;
+    op_not_supported(req);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+    (void)parent, (void)name, (void)mode, (void)rdev;
+    op_not_supported(req);
+}
+
+/* ---- files ---- */
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *n = node_by_ino(ino);
+    int writing = (fi->flags & O_ACCMODE) != O_RDONLY;
+    if (!n || sandbox_gone(n->sb)) {
+        fuse_reply_err(req, ENOENT);
+    } else if (n->kind == N_ROOTFS) {
+        rootfs_open(req, n, fi);
+    } else if (n->kind != N_FILE && n->kind != N_METRICS) {
+        fuse_reply_err(req, EISDIR);
+    } else if (writing && !(n->kind == N_FILE && n->file == P_CTL)) {
+        fuse_reply_err(req, EACCES);
+    } else if (n->exec_no && !exec_get(n->sb, n->exec_no)) {
+        fuse_reply_err(req, ENOENT);
+    } else {
+        struct handle *h = calloc(1, sizeof(*h));
+        if (!h) {
+            fuse_reply_err(req, ENOMEM);
+        } else {
+            h->nonblock = !!(fi->flags & O_NONBLOCK);
+            if (!is_stream(n)) {
+                if (n->kind == N_FILE && n->file == P_STATUS)
+                    sandbox_refresh(n->sb);
+                h->text = render(n);
+                h->len = h->text ? strlen(h->text) : 0;
+            } else if (n->file == P_LOGS && n->sb->state != SB_UNSTARTED) {
+                sandbox_logs_follow(n->sb);
+            }
+            fi->fh = (uintptr_t)h;
+            fi->direct_io = 1;
+            fuse_reply_open(req, fi);
+        }
+    }
+    pthread_mutex_unlock(&fs_lock);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *p = node_by_ino(parent);
+    if (!p || sandbox_gone(p->sb))
+        fuse_reply_err(req, ENOENT);
+    else if (p->kind == N_ROOTFS)
+        rootfs_create(req, p, name, mode, fi);
+    else
+        fuse_reply_err(req, EACCES);
+    pthread_mutex_unlock(&fs_lock);
+}
+
+/* Answer a stream read now if possible: 1 answered, 0 would block. */
+static int stream_read_now(fuse_req_t req, struct node *n, size_t size, off_t off)
+{
+    struct sandbox *sb = n->sb;
+    if (n->file == P_EXIT) {
+        struct exec *ex = exec_get(sb, n->exec_no);
+        if (!ex || !ex->ended)
+            return 0;
+        if (ex->failure) {
+            fuse_reply_err(req, EIO);
+            return 1;
+        }
+        char text[32];
+        int len = snprintf(text, sizeof(text), "%d\n", ex->exit_code);
+        if (off >= len)
+            fuse_reply_buf(req, NULL, 0);
+        else
+            fuse_reply_buf(req, text + off,
+                           (size_t)(len - off) < size ? (size_t)(len - off) : size);
+        return 1;
+    }
+    struct stream *st = node_stream(n);
+    if (!st)
+        return 0;
+    if (n->file == P_LOGS && sb->state == SB_UNSTARTED && !sb->create_inflight) {
+        fuse_reply_buf(req, NULL, 0); /* nothing ran, nothing will until started */
+        return 1;
+    }
+    if ((uint64_t)off < st->ob.produced) {
+        char *buf = malloc(size);
+        ssize_t got = buf ? outbuf_read(&st->ob, (uint64_t)off, buf, size) : -ENOMEM;
+        if (got < 0)
+            fuse_reply_err(req, (int)-got);
+        else
+            fuse_reply_buf(req, buf, (size_t)got);
+        free(buf);
+        return 1;
+    }
+    if (st->ended) {
+        if (st->err)
+            fuse_reply_err(req, -st->err == ECANCELED ? EIO : -st->err);
+        else
+            fuse_reply_buf(req, NULL, 0);
+        return 1;
+    }
+    return 0;
+}
+
+static struct waitq *stream_queue(struct node *n)
+{
+    if (n->file == P_EXIT) {
+        struct exec *ex = exec_get(n->sb, n->exec_no);
+        return ex ? &ex->exit_waiters : NULL;
+    }
+    struct stream *st = node_stream(n);
+    return st ? &st->readers : NULL;
+}
+
+static void parked_retry(struct waiter *w);
+
+static void parked_interrupted(struct waiter *w)
+{
+    park_done(w);
+    fuse_reply_err(w->req, EINTR);
+    free(w);
+}
+
+/* Read a stream, parking the request when nothing is there yet. */
+static void stream_read(fuse_req_t req, struct node *n, size_t size, off_t off,
+                        struct parked_read *pr)
+{
+    if (stream_read_now(req, n, size, off)) {
+        if (pr) {
+            park_done(&pr->w);
+            free(pr);
+        }
+        return;
+    }
+    struct waitq *q = stream_queue(n);
+    if (!pr) {
+        pr = calloc(1, sizeof(*pr));
+        if (!pr || !q) {
+            free(pr);
+            fuse_reply_err(req, q ? ENOMEM : EIO);
+            return;
+        }
+        pr->ino = n->ino;
+        pr->size = size;
+        pr->off = off;
+        park_register(&pr->w, req, parked_retry, parked_interrupted);
+    }
+    park_on(q, &pr->w);
+    if (n->file == P_EVENTS)
+        sandbox_refresh(n->sb); /* someone waits for the next transition: poll */
+}
+
+static void parked_retry(struct waiter *w)
+{
+    struct parked_read *pr = (struct parked_read *)w;
+    struct node *n = node_by_ino(pr->ino);
+    if (!n) {
+        park_done(w);
+        fuse_reply_err(w->req, EIO);
+        free(pr);
+        return;
+    }
+    stream_read(w->req, n, pr->size, pr->off, pr);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *n = node_by_ino(ino);
+    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+    if (!n) {
+        fuse_reply_err(req, ENOENT);
+    } else if (n->kind == N_ROOTFS) {
+        rootfs_read(req, (struct rootfs_file *)(uintptr_t)fi->fh, size, off);
+    } else if (is_stream(n)) {
+        if (h->nonblock) {
+            if (!stream_read_now(req, n, size, off))
+                fuse_reply_err(req, EAGAIN);
+        } else {
+            stream_read(req, n, size, off, NULL);
+        }
+    } else if ((size_t)off >= h->len) {
+        fuse_reply_buf(req, NULL, 0);
+    } else {
+        size_t len = h->len - (size_t)off;
+        fuse_reply_buf(req, h->text + off, len < size ? len : size);
+    }
+    pthread_mutex_unlock(&fs_lock);
+}
+
+struct line_batch {
+    char **lines;
+    size_t n;
+};
+
+static int collect_line(const char *line, size_t len, void *ud)
+{
+    struct line_batch *lb = ud;
+    char **grown = realloc(lb->lines, (lb->n + 1) * sizeof(char *));
+    if (!grown)
+        return -ENOMEM;
+    lb->lines = grown;
+    if (!(lb->lines[lb->n] = strndup(line, len)))
+        return -ENOMEM;
+    lb->n++;
+    return 0;
+}
+
+static void batch_free(struct line_batch *lb)
+{
+    for (size_t i = 0; i < lb->n; i++)
+        free(lb->lines[i]);
+    free(lb->lines);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *n = node_by_ino(ino);
+    if (!n || sandbox_gone(n->sb)) {
+        fuse_reply_err(req, ENOENT);
+    } else if (n->kind == N_ROOTFS) {
+        rootfs_write(req, (struct rootfs_file *)(uintptr_t)fi->fh, buf, size, off);
+    } else if (n->kind != N_FILE || n->file != P_CTL) {
+        fuse_reply_err(req, EBADF);
+    } else {
+        struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+        struct line_batch lb = {0};
+        int rc = ctl_lines_feed(&h->lines, buf, size, collect_line, &lb);
+        if (rc == -E2BIG) {
+            sandbox_fail(n->sb, EINVAL, "ctl: a line longer than %u bytes was refused",
+                         CTL_MAX_LINE);
+            fuse_reply_err(req, EINVAL);
+        } else if (rc < 0) {
+            fuse_reply_err(req, -rc);
+        } else if (lb.n == 0) {
+            fuse_reply_write(req, size);
+        } else {
+            control_submit(n->sb, req, lb.lines, lb.n, (long)size);
+        }
+        batch_free(&lb);
+    }
+    pthread_mutex_unlock(&fs_lock);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *n = node_by_ino(ino);
+    if (!n) {
+        fuse_reply_err(req, 0);
+    } else if (n->kind == N_ROOTFS) {
+        rootfs_flush(req, (struct rootfs_file *)(uintptr_t)fi->fh);
+    } else if (n->kind == N_FILE && n->file == P_CTL && !sandbox_gone(n->sb)) {
+        struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+        struct line_batch lb = {0};
+        int rc = ctl_lines_finish(&h->lines, collect_line, &lb);
+        if (rc < 0)
+            fuse_reply_err(req, -rc);
+        else if (lb.n == 0)
+            fuse_reply_err(req, 0);
+        else
+            control_submit(n->sb, req, lb.lines, lb.n, -1);
+        batch_free(&lb);
+    } else {
+        fuse_reply_err(req, 0);
+    }
+    pthread_mutex_unlock(&fs_lock);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    (void)datasync;
+    pthread_mutex_lock(&fs_lock);
+    struct node *n = node_by_ino(ino);
+    if (n && n->kind == N_ROOTFS)
+        rootfs_flush(req, (struct rootfs_file *)(uintptr_t)fi->fh);
+    else
+        fuse_reply_err(req, 0);
+    pthread_mutex_unlock(&fs_lock);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    pthread_mutex_lock(&fs_lock);
+    struct node *n = node_by_ino(ino);
+    if (n && n->kind == N_ROOTFS)
+        rootfs_release((struct rootfs_file *)(uintptr_t)fi->fh);
+    else
+        handle_free((struct handle *)(uintptr_t)fi->fh);
+    pthread_mutex_unlock(&fs_lock);
+    fuse_reply_err(req, 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    (void)ino;
+    struct statvfs st = {.f_bsize = 4096, .f_frsize = 4096, .f_namemax = 255};
+    fuse_reply_statfs(req, &st);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    (void)ino, (void)name, (void)size;
+    op_not_supported(req);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    (void)ino, (void)size;
+    op_not_supported(req);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                        size_t size, int flags)
+{
+    (void)ino, (void)name, (void)value, (void)size, (void)flags;
+    op_not_supported(req);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+    (void)ino, (void)name;
+    op_not_supported(req);
+}
+
+static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock)
+{
+    (void)ino, (void)fi, (void)lock;
+    op_not_supported(req);
+}
+
+static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock,
+                     int sleep)
+{
+    (void)ino, (void)fi, (void)lock, (void)sleep;
+    op_not_supported(req);
+}
+
+static void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
+{
+    (void)ino, (void)fi, (void)op;
+    op_not_supported(req);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    /* Locks are not supported: ask the kernel to send them so they fail (ENOTSUP)
+     * instead of silently working on this machine only. */
+    if (conn->capable & FUSE_CAP_POSIX_LOCKS)
+        conn->want |= FUSE_CAP_POSIX_LOCKS;
+    if (conn->capable & FUSE_CAP_FLOCK_LOCKS)
+        conn->want |= FUSE_CAP_FLOCK_LOCKS;
+    conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+    /* Bigger writes: fewer round trips for cp into a sandbox. */
+    conn->max_write = 1u << 20;
+}
+
+const struct fuse_lowlevel_ops fs_ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .readlink = op_readlink,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .open = op_open,
+    .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .releasedir = op_releasedir,
+    .statfs = op_statfs,
+    .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .removexattr = op_removexattr,
+    .create = op_create,
+    .getlk = op_getlk,
+    .setlk = op_setlk,
+    .flock = op_flock,
+};
+
+/* ---- life cycle ---- */
+
+int fs_init(const struct fs_options *opts)
+{
+    static char *default_tags[] = {SANDBOX_DEFAULT_TAG};
+    session.opts = *opts;
+    session.tags = opts->ntags ? opts->tags : default_tags;
+    session.ntags = opts->ntags ? opts->ntags : 1;
+    const char *base = opts->spool_dir ? opts->spool_dir : getenv("XDG_RUNTIME_DIR");
+    if (!base || access(base, W_OK) != 0)
+        base = "/tmp";
+    if (asprintf(&session.spool_dir, "%s/cwsfs-spool-XXXXXX", base) < 0)
+        return -ENOMEM;
+    if (!mkdtemp(session.spool_dir)) {
+        int err = errno;
+        log_error("cannot make a spool directory under %s: %s", base, strerror(err));
+        free(session.spool_dir);
+        session.spool_dir = NULL;
+        return -err;
+    }
+    /* Each exec's output and each open file is a spool file: allow many. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    node_init();
+    return 0;
+}
+
+void fs_set_session(struct fuse_session *se)
+{
+    fuse_se = se;
+}
+
+void fs_destroy(void)
+{
+    if (session.opts.cleanup)
+        sandbox_cleanup_all();
+}
+
+void fs_free(void)
+{
+    pthread_mutex_lock(&fs_lock);
+    park_drain();
+    node_destroy_all();
+    struct sandbox *sb, *tmp;
+    HASH_ITER(hh, session.by_name, sb, tmp)
+    sandbox_remove(sb);
+    pthread_mutex_unlock(&fs_lock);
+    if (session.spool_dir && rmdir(session.spool_dir) < 0 && errno == ENOTEMPTY)
+        log_warn("the spool %s keeps files that could not be sent; see the log above",
+                 session.spool_dir);
+    free(session.spool_dir);
+    session.spool_dir = NULL;
+}

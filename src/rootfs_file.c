@@ -1,0 +1,710 @@
+/* rootfs_file.c - contents of sandbox files, spooled on local disk.
+ *
+ * open fetches the file (ReadFile up to the service's 32 MiB cap, a StreamExec `cat`
+ * above it) into a spool file; reads and writes work on the spool; flush and fsync
+ * send it back (WriteFile, or StreamExec with the spool as stdin) and only then
+ * answer, so close(2) reports a failed send. A file that could not be sent keeps its
+ * spool, and the `error` file says where: nothing is dropped silently. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <utlist.h>
+
+#include "api.h"
+#include "listing.h"
+#include "log.h"
+#include "pbjson.h"
+#include "rootfs_int.h"
+
+#define STREAM_CHUNK (1 << 20)
+
+/* ---- open files ---- */
+
+
+
+static struct rootfs_file *file_new(struct sandbox *sb, const char *path, int flags)
+{
+    struct rootfs_file *f = calloc(1, sizeof(*f));
+    if (!f)
+        return NULL;
+    f->fd = -1;
+    f->path = strdup(path);
+    if (asprintf(&f->spool_path, "%s/file-XXXXXX", session.spool_dir) < 0)
+        f->spool_path = NULL;
+    if (!f->path || !f->spool_path || (f->fd = mkostemp(f->spool_path, O_CLOEXEC)) < 0) {
+        free(f->path);
+        free(f->spool_path);
+        free(f);
+        return NULL;
+    }
+    f->append = !!(flags & O_APPEND);
+    f->mode = S_IFREG | 0644;
+    f->sb = sb;
+    sandbox_ref(sb);
+    if (sb->dircache || (sb->dircache = calloc(1, sizeof(*sb->dircache))))
+        DL_APPEND(sb->dircache->open_files, f);
+    return f;
+}
+
+
+static void file_free(struct rootfs_file *f)
+{
+    if (f->sb->dircache)
+        DL_DELETE(f->sb->dircache->open_files, f);
+    for (size_t i = 0; f->pending_attrs[i]; i++)
+        free(f->pending_attrs[i]);
+    if (f->fd >= 0)
+        close(f->fd);
+    if (!f->failed && f->spool_path)
+        unlink(f->spool_path);
+    sandbox_unref(f->sb);
+    free(f->path);
+    free(f->spool_path);
+    free(f);
+}
+
+static int write_all(int fd, const char *data, size_t len, off_t off)
+{
+    while (len) {
+        ssize_t n = pwrite(fd, data, len, off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        data += n;
+        len -= (size_t)n;
+        off += n;
+    }
+    return 0;
+}
+
+/* Fetching a file bigger than the cap: a StreamExec of `cat`, stdout into the spool. */
+struct fetch_ctx {
+    struct rootfs_req *rc;
+    struct rootfs_file *f;
+    off_t off;
+    int exit_code;
+    int ended;
+    char *errtext;
+    char *body;
+    size_t body_len, body_pos;
+};
+
+static void open_finish(struct rootfs_req *rc, int err)
+{
+    struct rootfs_file *f = rc->file;
+    if (err) {
+        file_free(f);
+        fuse_reply_err(rc->req, -err);
+    } else {
+        rc->fi.fh = (uintptr_t)f;
+        rc->fi.keep_cache = 0;
+        fuse_reply_open(rc->req, &rc->fi);
+    }
+    rootfs_req_free(rc);
+}
+
+static long fetch_body(uint64_t call, char *buf, size_t cap, void *ud)
+{
+    struct fetch_ctx *fc = ud;
+    size_t n = fc->body_len - fc->body_pos;
+    if (n > cap)
+        n = cap;
+    memcpy(buf, fc->body + fc->body_pos, n);
+    fc->body_pos += n;
+    (void)call;
+    return (long)n;
+}
+
+static int fetch_message(uint64_t call, json_t *msg, void *ud)
+{
+    struct fetch_ctx *fc = ud;
+    pthread_mutex_lock(&fs_lock);
+    json_t *output = json_object_get(msg, "output");
+    json_t *exitm = json_object_get(msg, "exit");
+    int rc = 0;
+    if (json_is_object(output)) {
+        char *data = NULL;
+        size_t len = 0;
+        if (pbjson_get_bytes(output, "data", &data, &len) == 0) {
+            const char *st = pbjson_get_string(output, "stream", "");
+            if (strcmp(st, "STREAM_STDERR") == 0 || strcmp(st, "2") == 0) {
+                if (!fc->errtext)
+                    fc->errtext = strndup(data, len > 500 ? 500 : len);
+            } else if (write_all(fc->f->fd, data, len, fc->off) < 0) {
+                rc = 1;
+            } else {
+                fc->off += (off_t)len;
+                session.bytes_read += len;
+            }
+        }
+        free(data);
+    } else if (json_is_object(exitm)) {
+        int64_t code = 0;
+        pbjson_get_int64(exitm, "exitCode", 0, &code);
+        fc->exit_code = (int)code;
+        fc->ended = 1;
+    }
+    pthread_mutex_unlock(&fs_lock);
+    (void)call;
+    return rc;
+}
+
+static void fetch_done(uint64_t call, const struct api_result *res, void *ud)
+{
+    struct fetch_ctx *fc = ud;
+    pthread_mutex_lock(&fs_lock);
+    struct sandbox *sb = fc->f->sb;
+    int err = res->err;
+    if (err)
+        sandbox_fail(sb, -err, "read %s: StreamExec: %s: %s", fc->f->path, res->error.code,
+                     res->error.message ? res->error.message : "");
+    else if (!fc->ended || fc->exit_code != 0)
+        err = sandbox_fail(sb, rootfs_errno_from_stderr(fc->errtext), "read %s: cat: %s", fc->f->path,
+                           fc->errtext ? fc->errtext : "no exit code");
+    open_finish(fc->rc, err);
+    free(fc->errtext);
+    free(fc->body);
+    free(fc);
+    pthread_mutex_unlock(&fs_lock);
+    (void)call;
+}
+
+/* A StreamExec request body: init (argv) and close, plus stdin from fd when >= 0. */
+struct upload_src {
+    int fd;
+    off_t off, size;
+};
+
+int rootfs_body_head(struct sandbox *sb, const char *const *argv, char **out, size_t *len)
+{
+    json_t *cmd = json_array();
+    for (size_t i = 0; argv[i]; i++)
+        json_array_append_new(cmd, json_string(argv[i]));
+    json_t *init = json_pack("{s:{s:s, s:o}}", "init", "sandboxId", sb->id, "command", cmd);
+    int rc = init ? api_body_envelope(init, 0, out, len) : -ENOMEM;
+    json_decref(init);
+    return rc;
+}
+
+int rootfs_body_close(char **out, size_t *len)
+{
+    json_t *close = json_pack("{s:{}}", "close");
+    int rc = close ? api_body_envelope(close, 0, out, len) : -ENOMEM;
+    json_decref(close);
+    return rc;
+}
+
+static void fetch_when_running(struct sandbox *sb, int err, void *ud)
+{
+    struct fetch_ctx *fc = ud;
+    char *head = NULL, *tail = NULL;
+    size_t hlen = 0, tlen = 0;
+    const char *argv[] = {"cat", "--", fc->f->path, NULL};
+    if (!err && (rootfs_body_head(sb, argv, &head, &hlen) < 0 ||
+                 rootfs_body_close(&tail, &tlen) < 0 || !(fc->body = malloc(hlen + tlen))))
+        err = -ENOMEM;
+    if (err) {
+        free(head);
+        free(tail);
+        open_finish(fc->rc, err);
+        free(fc);
+        return;
+    }
+    memcpy(fc->body, head, hlen);
+    memcpy(fc->body + hlen, tail, tlen);
+    fc->body_len = hlen + tlen;
+    free(head);
+    free(tail);
+    api_bidi("StreamExec", fetch_body, fetch_message, fetch_done, fc);
+}
+
+static void on_read_file(uint64_t call, const struct api_result *res, void *ud)
+{
+    struct rootfs_req *rc = ud;
+    pthread_mutex_lock(&fs_lock);
+    struct rootfs_file *f = rc->file;
+    int err = res->err;
+    if (err == -EFBIG) {
+        /* Above the cap after all (it grew since the listing): stream it instead. */
+        struct fetch_ctx *fc = calloc(1, sizeof(*fc));
+        if (fc) {
+            fc->rc = rc;
+            fc->f = f;
+            sandbox_when_running(f->sb, fetch_when_running, fc);
+            pthread_mutex_unlock(&fs_lock);
+            return;
+        }
+        err = -ENOMEM;
+    }
+    if (err == -ENOENT && (rc->flag & O_CREAT)) {
+        err = 0; /* opened to write a file that is not there yet */
+        f->dirty = 1;
+    } else if (err) {
+        sandbox_fail(f->sb, -err, "read %s: ReadFile: %s: %s", f->path, res->error.code,
+                     res->error.message ? res->error.message : "");
+    } else {
+        char *data = NULL;
+        size_t len = 0;
+        if (pbjson_get_bytes(res->response, "content", &data, &len) < 0)
+            err = sandbox_fail(f->sb, EIO, "read %s: ReadFile answered bad base64", f->path);
+        else if ((err = write_all(f->fd, data, len, 0)) < 0)
+            sandbox_fail(f->sb, -err, "read %s: spool: %s", f->path, strerror(-err));
+        else
+            session.bytes_read += len;
+        free(data);
+    }
+    open_finish(rc, err);
+    pthread_mutex_unlock(&fs_lock);
+    (void)call;
+}
+
+static void read_file_when_running(struct sandbox *sb, int err, void *ud)
+{
+    struct rootfs_req *rc = ud;
+    if (err) {
+        open_finish(rc, err);
+        return;
+    }
+    json_t *req = json_pack("{s:s, s:s}", "sandboxId", sb->id, "path", rc->path);
+    api_unary("ReadFile", req, 1, on_read_file, rc);
+}
+
+static void open_listed(struct sandbox *sb, int err, struct dirlist *dl, void *ud)
+{
+    struct rootfs_req *rc = ud;
+    struct rf_entry *e = NULL;
+    if (!err)
+        HASH_FIND_STR(dl->entries, rootfs_path_base(rc->path), e);
+    if (!err && e && S_ISDIR(e->st.st_mode))
+        err = -EISDIR;
+    if (err) {
+        open_finish(rc, err);
+        return;
+    }
+    if (e && (uint64_t)e->st.st_size > ROOTFS_UNARY_CAP) {
+        struct fetch_ctx *fc = calloc(1, sizeof(*fc));
+        if (!fc) {
+            open_finish(rc, -ENOMEM);
+            return;
+        }
+        fc->rc = rc;
+        fc->f = rc->file;
+        sandbox_when_running(sb, fetch_when_running, fc);
+        return;
+    }
+    sandbox_when_running(sb, read_file_when_running, rc);
+}
+
+void rootfs_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi)
+{
+    struct rootfs_req *rc = rootfs_req_new(req, n->path, NULL);
+    struct rootfs_file *f = rc ? file_new(n->sb, n->path, fi->flags) : NULL;
+    if (!f) {
+        if (rc)
+            rootfs_req_free(rc);
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    rc->fi = *fi;
+    rc->file = f;
+    rc->flag = fi->flags;
+    if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
+        /* Nothing to fetch: the content is about to be empty. */
+        f->dirty = 1;
+        open_finish(rc, 0);
+        return;
+    }
+    char *parent = rootfs_path_parent(n->path);
+    if (!parent) {
+        open_finish(rc, -ENOMEM);
+        return;
+    }
+    rootfs_with_listing(n->sb, parent, open_listed, rc);
+    free(parent);
+}
+
+static void create_listed(struct sandbox *sb, int err, struct dirlist *dl, void *ud)
+{
+    struct rootfs_req *rc = ud;
+    struct rootfs_file *f = rc->file;
+    if (err) {
+        open_finish(rc, err);
+        return;
+    }
+    struct rf_entry *e = NULL;
+    HASH_FIND_STR(dl->entries, rootfs_path_base(f->path), e);
+    if (e && (rc->fi.flags & O_EXCL)) {
+        open_finish(rc, -EEXIST);
+        return;
+    }
+    /* The kernel expects the new file's attributes now; it exists once flushed. */
+    struct fuse_entry_param ep;
+    memset(&ep, 0, sizeof(ep));
+    struct node *n = node_get(N_ROOTFS, 0, sb, 0, f->path);
+    if (!n) {
+        open_finish(rc, -ENOMEM);
+        return;
+    }
+    node_looked_up(n);
+    f->dirty = 1;
+    f->mode = S_IFREG | (rc->mode & 07777);
+    if ((rc->mode & 07777) != 0644) {
+        char modebuf[16];
+        snprintf(modebuf, sizeof(modebuf), "%o", rc->mode & 07777);
+        f->pending_attrs[0] = strdup("mode");
+        f->pending_attrs[1] = strdup(modebuf);
+    }
+    ep.ino = n->ino;
+    ep.attr.st_ino = n->ino;
+    ep.attr.st_mode = S_IFREG | (rc->mode & 07777);
+    ep.attr.st_nlink = 1;
+    clock_gettime(CLOCK_REALTIME, &ep.attr.st_mtim);
+    ep.attr.st_ctim = ep.attr.st_atim = ep.attr.st_mtim;
+    ep.attr_timeout = 0;
+    ep.entry_timeout = 0;
+    rc->fi.fh = (uintptr_t)f;
+    rc->fi.keep_cache = 0;
+    fuse_reply_create(rc->req, &ep, &rc->fi);
+    rootfs_req_free(rc);
+}
+
+void rootfs_create(fuse_req_t req, struct node *parent, const char *name, mode_t mode,
+                   struct fuse_file_info *fi)
+{
+    char *path = rootfs_path_join(parent->path, name);
+    struct rootfs_req *rc = path ? rootfs_req_new(req, parent->path, name) : NULL;
+    struct rootfs_file *f = rc ? file_new(parent->sb, path, fi->flags) : NULL;
+    free(path);
+    if (!f) {
+        if (rc)
+            rootfs_req_free(rc);
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    rc->fi = *fi;
+    rc->file = f;
+    rc->mode = mode;
+    rootfs_with_listing(parent->sb, parent->path, create_listed, rc);
+}
+
+void rootfs_read(fuse_req_t req, struct rootfs_file *f, size_t size, off_t off)
+{
+    char *buf = malloc(size ? size : 1);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    ssize_t n = pread(f->fd, buf, size, off);
+    if (n < 0)
+        fuse_reply_err(req, errno);
+    else
+        fuse_reply_buf(req, buf, (size_t)n);
+    free(buf);
+}
+
+void rootfs_write(fuse_req_t req, struct rootfs_file *f, const char *buf, size_t size, off_t off)
+{
+    if (f->append) {
+        struct stat st;
+        if (fstat(f->fd, &st) < 0) {
+            fuse_reply_err(req, errno);
+            return;
+        }
+        off = st.st_size;
+    }
+    int rc = write_all(f->fd, buf, size, off);
+    if (rc < 0) {
+        sandbox_fail(f->sb, -rc, "write %s: local spool %s: %s", f->path, f->spool_path,
+                     strerror(-rc));
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    f->dirty = 1;
+    f->epoch++;
+    fuse_reply_write(req, size);
+}
+
+/* ---- sending a file back ---- */
+
+struct upload_ctx {
+    struct rootfs_file *f;
+    uint64_t epoch;
+    int fd; /* our own dup: the body callback reads it on the worker */
+    off_t off, size;
+    int stage; /* 0 head, 1 stdin chunks, 2 close, 3 done */
+    char *pending;
+    size_t pending_len, pending_pos;
+    int exit_code, ended;
+    char *errtext;
+};
+
+static void upload_start(struct rootfs_file *f);
+
+static void flushes_answer(struct rootfs_file *f, int err)
+{
+    struct flush_wait *w, *tmp;
+    LL_FOREACH_SAFE(f->flushes, w, tmp)
+    {
+        LL_DELETE(f->flushes, w);
+        fuse_reply_err(w->req, -err);
+        free(w);
+    }
+    if (f->released)
+        file_free(f);
+}
+
+
+static void pending_applied(struct sandbox *sb, int err, int code, const char *out,
+                            size_t outlen, const char *errtext, void *ud)
+{
+    struct rootfs_file *f = ud;
+    if (!err && code != 0)
+        err = sandbox_fail(sb, rootfs_errno_from_stderr(errtext), "%s: %s", f->path, errtext);
+    for (size_t i = 0; f->pending_attrs[i]; i++) {
+        free(f->pending_attrs[i]);
+        f->pending_attrs[i] = NULL;
+    }
+    rootfs_cache_invalidate_parent(sb, f->path);
+    flushes_answer(f, err);
+    (void)out;
+    (void)outlen;
+}
+
+/* Mode and times set on a file before it existed in the sandbox, applied once sent. */
+static void apply_pending_attrs(struct rootfs_file *f)
+{
+    const char *argv[14] = {"sh", "-c", SETATTR_SCRIPT, "sh", f->path};
+    size_t a = 5;
+    for (size_t i = 0; f->pending_attrs[i] && a < 13; i++)
+        argv[a++] = f->pending_attrs[i];
+    argv[a] = NULL;
+    f->uploading = 1;
+    rootfs_run_cmd(f->sb, argv, pending_applied, f);
+}
+
+static void upload_finish(struct upload_ctx *uc, int err)
+{
+    struct rootfs_file *f = uc->f;
+    f->uploading = 0;
+    if (!err && f->epoch == uc->epoch) {
+        f->dirty = 0;
+        f->failed = 0;
+    }
+    if (err) {
+        f->failed = 1;
+        sandbox_fail(f->sb, -err, "%s: not saved in the sandbox; the data is kept in %s",
+                     f->path, f->spool_path);
+    }
+    rootfs_cache_invalidate_parent(f->sb, f->path);
+    if (uc->fd >= 0)
+        close(uc->fd);
+    free(uc->pending);
+    free(uc->errtext);
+    free(uc);
+    if (!err && f->dirty && !f->released) { /* written to while sending: send again */
+        upload_start(f);
+        return;
+    }
+    if (!err && f->pending_attrs[0]) {
+        apply_pending_attrs(f);
+        return;
+    }
+    flushes_answer(f, err);
+}
+
+static void on_written(uint64_t call, const struct api_result *res, void *ud)
+{
+    struct upload_ctx *uc = ud;
+    pthread_mutex_lock(&fs_lock);
+    if (res->err)
+        sandbox_fail(uc->f->sb, -res->err, "write %s: WriteFile: %s: %s", uc->f->path,
+                     res->error.code, res->error.message ? res->error.message : "");
+    upload_finish(uc, res->err);
+    pthread_mutex_unlock(&fs_lock);
+    (void)call;
+}
+
+/* Worker thread: envelopes of the spool's bytes, read through our own fd. */
+static long upload_body(uint64_t call, char *buf, size_t cap, void *ud)
+{
+    struct upload_ctx *uc = ud;
+    while (uc->pending_pos == uc->pending_len) {
+        free(uc->pending);
+        uc->pending = NULL;
+        uc->pending_len = uc->pending_pos = 0;
+        if (uc->stage == 1 && uc->off < uc->size) {
+            size_t want = (size_t)(uc->size - uc->off) < STREAM_CHUNK
+                              ? (size_t)(uc->size - uc->off)
+                              : STREAM_CHUNK;
+            char *raw = malloc(want);
+            ssize_t got = raw ? pread(uc->fd, raw, want, uc->off) : -1;
+            if (got <= 0) {
+                free(raw);
+                return -EIO;
+            }
+            uc->off += got;
+            json_t *msg = json_pack("{s:o}", "stdin", pbjson_bytes(raw, (size_t)got));
+            free(raw);
+            int rc = msg ? api_body_envelope(msg, 0, &uc->pending, &uc->pending_len) : -ENOMEM;
+            json_decref(msg);
+            if (rc < 0)
+                return rc;
+        } else if (uc->stage <= 1) {
+            uc->stage = 2;
+            if (rootfs_body_close(&uc->pending, &uc->pending_len) < 0)
+                return -ENOMEM;
+        } else {
+            return 0;
+        }
+    }
+    size_t n = uc->pending_len - uc->pending_pos;
+    if (n > cap)
+        n = cap;
+    memcpy(buf, uc->pending + uc->pending_pos, n);
+    uc->pending_pos += n;
+    (void)call;
+    return (long)n;
+}
+
+static int upload_message(uint64_t call, json_t *msg, void *ud)
+{
+    struct upload_ctx *uc = ud;
+    pthread_mutex_lock(&fs_lock);
+    json_t *output = json_object_get(msg, "output");
+    json_t *exitm = json_object_get(msg, "exit");
+    if (json_is_object(output) && !uc->errtext) {
+        char *data = NULL;
+        size_t len = 0;
+        if (pbjson_get_bytes(output, "data", &data, &len) == 0 && len)
+            uc->errtext = strndup(data, len > 500 ? 500 : len);
+        free(data);
+    } else if (json_is_object(exitm)) {
+        int64_t code = 0;
+        pbjson_get_int64(exitm, "exitCode", 0, &code);
+        uc->exit_code = (int)code;
+        uc->ended = 1;
+    }
+    pthread_mutex_unlock(&fs_lock);
+    (void)call;
+    return 0;
+}
+
+static void upload_stream_done(uint64_t call, const struct api_result *res, void *ud)
+{
+    struct upload_ctx *uc = ud;
+    pthread_mutex_lock(&fs_lock);
+    int err = res->err;
+    if (err)
+        sandbox_fail(uc->f->sb, -err, "write %s: StreamExec: %s: %s", uc->f->path,
+                     res->error.code, res->error.message ? res->error.message : "");
+    else if (!uc->ended || uc->exit_code != 0)
+        err = sandbox_fail(uc->f->sb, rootfs_errno_from_stderr(uc->errtext), "write %s: %s",
+                           uc->f->path, uc->errtext ? uc->errtext : "no exit code");
+    if (!err)
+        session.bytes_written += (uint64_t)uc->size;
+    upload_finish(uc, err);
+    pthread_mutex_unlock(&fs_lock);
+    (void)call;
+}
+
+static void upload_when_running(struct sandbox *sb, int err, void *ud)
+{
+    struct upload_ctx *uc = ud;
+    struct rootfs_file *f = uc->f;
+    struct stat st;
+    if (!err && fstat(f->fd, &st) < 0)
+        err = -errno;
+    if (err) {
+        upload_finish(uc, err);
+        return;
+    }
+    uc->size = st.st_size;
+    uc->epoch = f->epoch;
+    if ((uint64_t)st.st_size <= ROOTFS_UNARY_CAP) {
+        char *data = malloc((size_t)st.st_size + 1);
+        ssize_t got = data ? pread(f->fd, data, (size_t)st.st_size, 0) : -1;
+        if (got != st.st_size) {
+            free(data);
+            upload_finish(uc, -EIO);
+            return;
+        }
+        json_t *req = json_pack("{s:s, s:s, s:o}", "sandboxId", sb->id, "path", f->path,
+                                "content", pbjson_bytes(data, (size_t)got));
+        free(data);
+        session.bytes_written += (uint64_t)got;
+        /* Writing the same bytes twice is harmless: retry like a read. */
+        api_unary("WriteFile", req, 1, on_written, uc);
+        return;
+    }
+    /* Above the cap: stdin of a command that writes its input to the path ($1, never
+     * pasted into the script). */
+    const char *argv[] = {"sh", "-c", "cat > \"$1\"", "sh", f->path, NULL};
+    uc->fd = dup(f->fd);
+    if (uc->fd < 0 || rootfs_body_head(sb, argv, &uc->pending, &uc->pending_len) < 0) {
+        upload_finish(uc, -EIO);
+        return;
+    }
+    uc->stage = 1;
+    api_bidi("StreamExec", upload_body, upload_message, upload_stream_done, uc);
+}
+
+static void upload_start(struct rootfs_file *f)
+{
+    struct upload_ctx *uc = calloc(1, sizeof(*uc));
+    if (!uc) {
+        struct flush_wait *w, *tmp;
+        LL_FOREACH_SAFE(f->flushes, w, tmp)
+        {
+            LL_DELETE(f->flushes, w);
+            fuse_reply_err(w->req, ENOMEM);
+            free(w);
+        }
+        return;
+    }
+    uc->f = f;
+    uc->fd = -1;
+    f->uploading = 1;
+    sandbox_when_running(f->sb, upload_when_running, uc);
+}
+
+void rootfs_flush(fuse_req_t req, struct rootfs_file *f)
+{
+    if (!f->dirty && !f->uploading) {
+        fuse_reply_err(req, 0);
+        return;
+    }
+    struct flush_wait *w = calloc(1, sizeof(*w));
+    if (!w) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    w->req = req;
+    LL_APPEND(f->flushes, w);
+    if (!f->uploading)
+        upload_start(f);
+}
+
+void rootfs_release(struct rootfs_file *f)
+{
+    if (f->dirty && !f->failed && !f->uploading) {
+        /* Released without a flush (the kernel may do that after an error): still
+         * keep what was written. */
+        f->failed = 1;
+    }
+    if (f->dirty && f->failed)
+        log_error("%s: %s was not saved in the sandbox; its data is kept in %s", f->sb->name,
+                  f->path, f->spool_path);
+    if (f->uploading) {
+        /* The send in flight still needs the file; it frees it when it ends. */
+        f->released = 1;
+        return;
+    }
+    file_free(f);
+}

@@ -1,0 +1,916 @@
+/* sandbox.c - sandboxes of the session: spec, lifecycle, adoption, logs.
+ *
+ * A sandbox made by mkdir holds a pending spec and costs no call until something
+ * needs it running: then CreateSandbox (with a requestId fixed for its life, so a
+ * retried create is the same create) and GetSandbox polls as the SDKs do (0.2 s,
+ * x1.5, at most 2 s apart) until RUNNING. After that it is polled only while
+ * somebody waits on its state (ctl `wait`, a blocked `events` reader, a stop), once
+ * a second. Every observed transition becomes a line of `events`. */
+#include "sandbox.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <utlist.h>
+
+#include "api.h"
+#include "log.h"
+#include "pbjson.h"
+#include "rootfs.h"
+
+pthread_mutex_t fs_lock = PTHREAD_MUTEX_INITIALIZER;
+struct session session;
+
+#define DEFAULT_IMAGE "python:3.11"
+/* The SDKs' keep-alive: runs until SIGTERM, then exits 0. */
+#define KEEPALIVE_SCRIPT "trap \"exit 0\" TERM INT; sleep infinity & wait"
+#define POLL_FIRST_MS 200
+#define POLL_MAX_MS 2000
+#define POLL_WATCH_MS 1000
+#define LIST_PAGE_SIZE 100
+#define LIST_MAX_PAGES 50
+#define LOGS_MAX_RESUMES 5
+
+struct sb_cont {
+    int want_terminal;
+    sandbox_ready_fn fn;
+    void *ud;
+    struct sb_cont *next;
+};
+
+static const char *const state_enum_names[] = {
+    "STATE_UNSPECIFIED", "STATE_CREATING",   "STATE_RUNNING",    "STATE_COMPLETED", "STATE_FAILED",
+    "STATE_TERMINATING", "STATE_TERMINATED", "STATE_PENDING",    "STATE_PAUSED",
+};
+/* The service's enum numbers, in our order. */
+static const enum sb_state state_from_enum[] = {
+    SB_UNSTARTED,   SB_CREATING,   SB_RUNNING, SB_COMPLETED, SB_FAILED,
+    SB_TERMINATING, SB_TERMINATED, SB_PENDING, SB_PAUSED,
+};
+
+const char *sandbox_state_name(enum sb_state st)
+{
+    static const char *const names[] = {"unstarted", "pending",     "creating",
+                                        "running",   "completed",   "failed",
+                                        "terminating", "terminated", "paused"};
+    return names[st];
+}
+
+int sandbox_is_terminal(enum sb_state st)
+{
+    return st == SB_COMPLETED || st == SB_FAILED || st == SB_TERMINATED;
+}
+
+void sandbox_status_line(const struct sandbox *sb, char *buf, size_t size)
+{
+    if (sb->state == SB_COMPLETED)
+        snprintf(buf, size, "completed %d", sb->exit_code);
+    else if (sb->state == SB_FAILED)
+        snprintf(buf, size, "failed %s",
+                 sb->state_reason && *sb->state_reason ? sb->state_reason : "unknown");
+    else
+        snprintf(buf, size, "%s", sandbox_state_name(sb->state));
+}
+
+struct sandbox *sandbox_find(const char *name)
+{
+    struct sandbox *sb = NULL;
+    HASH_FIND_STR(session.by_name, name, sb);
+    return sb;
+}
+
+void sandbox_ref(struct sandbox *sb)
+{
+    sb->refs++;
+}
+
+static void sandbox_free(struct sandbox *sb)
+{
+    for (unsigned i = 0; i < sb->nexecs; i++)
+        exec_free(sb->execs[i]);
+    free(sb->execs);
+    stream_free(&sb->events);
+    stream_free(&sb->logs);
+    rootfs_cache_free(sb);
+    json_decref(sb->spec);
+    json_decref(sb->remote);
+    free(sb->name);
+    free(sb->id);
+    free(sb->state_reason);
+    free(sb->request_id);
+    free(sb->error);
+    free(sb->logs_session);
+    free(sb->snapshots);
+    free(sb);
+}
+
+void sandbox_unref(struct sandbox *sb)
+{
+    if (--sb->refs == 0)
+        sandbox_free(sb);
+}
+
+int sandbox_fail(struct sandbox *sb, int errnum, const char *fmt, ...)
+{
+    char *text = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&text, fmt, ap) < 0)
+        text = NULL;
+    va_end(ap);
+    if (text) {
+        log_warn("%s: %s", sb->name, text);
+        free(sb->error);
+        sb->error = text;
+        clock_gettime(CLOCK_REALTIME, &sb->mtime);
+    }
+    return -errnum;
+}
+
+static char *new_request_id(void)
+{
+    unsigned char b[16];
+    if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b))
+        return NULL;
+    b[6] = (b[6] & 0x0f) | 0x40; /* version 4 */
+    b[8] = (b[8] & 0x3f) | 0x80; /* RFC 4122 variant */
+    char *id = NULL;
+    if (asprintf(&id, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+                 b[13], b[14], b[15]) < 0)
+        return NULL;
+    return id;
+}
+
+/* The pending spec from the session defaults: one container named "main", as the
+ * SDKs build it. */
+static json_t *default_spec(const char *name)
+{
+    const struct fs_options *o = &session.opts;
+    json_t *env = json_object();
+    for (size_t i = 0; i < o->nenv; i++) {
+        const char *eq = strchr(o->env[i], '=');
+        if (!eq)
+            continue;
+        char *key = strndup(o->env[i], (size_t)(eq - o->env[i]));
+        json_object_set_new(env, key, json_string(eq + 1));
+        free(key);
+    }
+    json_t *container = json_pack("{s:s, s:s, s:s, s:[s,s]}", "name", "main", "image",
+                                  o->image ? o->image : DEFAULT_IMAGE, "command", "/bin/sh",
+                                  "args", "-c", o->command ? o->command : KEEPALIVE_SCRIPT);
+    if (json_object_size(env))
+        json_object_set(container, "environmentVariables", env);
+    json_decref(env);
+    if (o->cpu || o->memory || o->gpu) {
+        json_t *res = json_object();
+        if (o->cpu)
+            json_object_set_new(res, "cpu", json_string(o->cpu));
+        if (o->memory)
+            json_object_set_new(res, "memory", json_string(o->memory));
+        if (o->gpu)
+            json_object_set_new(res, "gpu", json_pack("{s:o}", "count", pbjson_int64(o->gpu)));
+        json_object_set_new(container, "resources", res);
+    }
+    json_t *tags = json_array();
+    for (size_t i = 0; i < session.ntags; i++)
+        json_array_append_new(tags, json_string(session.tags[i]));
+    json_t *spec = json_pack("{s:[o], s:s, s:o, s:{s:s}}", "containers", container,
+                             "primaryContainer", "main", "tags", tags, "annotations",
+                             SANDBOX_NAME_ANNOTATION, name);
+    if (spec && o->lifetime > 0)
+        json_object_set_new(spec, "maxLifetimeSeconds", json_integer(o->lifetime));
+    return spec;
+}
+
+static struct sandbox *sandbox_new(const char *name)
+{
+    struct sandbox *sb = calloc(1, sizeof(*sb));
+    if (!sb || !(sb->name = strdup(name))) {
+        free(sb);
+        return NULL;
+    }
+    sb->serial = ++session.next_serial;
+    sb->refs = 1; /* the name table's */
+    sb->exit_code = -1;
+    sb->events.ob.fd = sb->logs.ob.fd = -1;
+    clock_gettime(CLOCK_REALTIME, &sb->mtime);
+    HASH_ADD_KEYPTR(hh, session.by_name, sb->name, strlen(sb->name), sb);
+    return sb;
+}
+
+static void events_line(struct sandbox *sb)
+{
+    char line[300];
+    sandbox_status_line(sb, line, sizeof(line) - 1);
+    strcat(line, "\n");
+    if (stream_append(&sb->events, line, strlen(line)) < 0)
+        sandbox_fail(sb, EIO, "events: could not keep a line: spool full");
+}
+
+int sandbox_create_local(const char *name, struct sandbox **out)
+{
+    if (!*name || name[0] == '.' || strlen(name) > 200)
+        return -EINVAL;
+    if (sandbox_find(name))
+        return -EEXIST;
+    struct sandbox *sb = sandbox_new(name);
+    if (!sb)
+        return -ENOMEM;
+    sb->created_here = 1;
+    sb->spec = default_spec(name);
+    sb->request_id = new_request_id();
+    if (!sb->spec || !sb->request_id) {
+        sandbox_remove(sb);
+        return -ENOMEM;
+    }
+    events_line(sb);
+    *out = sb;
+    return 0;
+}
+
+void sandbox_remove(struct sandbox *sb)
+{
+    if (sb->removed)
+        return;
+    sb->removed = 1;
+    HASH_DEL(session.by_name, sb);
+    if (sb->logs_call)
+        api_cancel(sb->logs_call);
+    for (unsigned i = 0; i < sb->nexecs; i++)
+        if (!sb->execs[i]->ended)
+            api_cancel(sb->execs[i]->call_id);
+    sandbox_unref(sb);
+}
+
+/* ---- continuations on state ---- */
+
+static void run_conts(struct sandbox *sb)
+{
+    struct sb_cont *c, *tmp, *keep = NULL, *ready = NULL;
+    LL_FOREACH_SAFE(sb->conts, c, tmp)
+    {
+        LL_DELETE(sb->conts, c);
+        int done = c->want_terminal ? sandbox_is_terminal(sb->state)
+                                    : sb->state != SB_UNSTARTED && sb->state != SB_PENDING &&
+                                          sb->state != SB_CREATING;
+        if (done)
+            LL_APPEND(ready, c);
+        else
+            LL_APPEND(keep, c);
+    }
+    sb->conts = keep;
+    LL_FOREACH_SAFE(ready, c, tmp)
+    {
+        int err = 0;
+        if (!c->want_terminal && sb->state != SB_RUNNING) {
+            char line[300];
+            sandbox_status_line(sb, line, sizeof(line));
+            err = sandbox_fail(sb, ESRCH, "sandbox is not running: %s", line);
+        }
+        c->fn(sb, err, c->ud);
+        free(c);
+    }
+}
+
+static void fail_conts(struct sandbox *sb, int err, int want_terminal)
+{
+    struct sb_cont *c, *tmp, *failed = NULL;
+    LL_FOREACH_SAFE(sb->conts, c, tmp)
+    {
+        if (c->want_terminal != want_terminal)
+            continue;
+        LL_DELETE(sb->conts, c);
+        LL_APPEND(failed, c);
+    }
+    LL_FOREACH_SAFE(failed, c, tmp)
+    {
+        c->fn(sb, err, c->ud);
+        free(c);
+    }
+}
+
+static int add_cont(struct sandbox *sb, int want_terminal, sandbox_ready_fn fn, void *ud)
+{
+    struct sb_cont *c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->want_terminal = want_terminal;
+    c->fn = fn;
+    c->ud = ud;
+    LL_APPEND(sb->conts, c);
+    return 0;
+}
+
+/* ---- polling ---- */
+
+static int needs_poll(const struct sandbox *sb)
+{
+    if (!sb->id || sb->removed || sandbox_is_terminal(sb->state))
+        return 0;
+    return sb->conts || sb->stopping || sb->events.readers.head ||
+           sb->state == SB_PENDING || sb->state == SB_CREATING;
+}
+
+static void poll_schedule(struct sandbox *sb, long delay_ms);
+
+static void on_polled(uint64_t call, const struct api_result *res, void *ud)
+{
+    struct sandbox *sb = ud;
+    pthread_mutex_lock(&fs_lock);
+    sb->poll_inflight = 0;
+    clock_gettime(CLOCK_MONOTONIC, &sb->polled);
+    if (res->err == 0) {
+        sandbox_update_from(sb, res->response);
+    } else if (res->err == -ENOENT && sb->id) {
+        /* Gone from the service (deleted elsewhere, or expired and purged). */
+        free(sb->state_reason);
+        sb->state_reason = strdup("gone");
+        json_t *msg = json_pack("{s:s, s:{s:s}}", "sandboxId", sb->id, "status", "state",
+                                "STATE_TERMINATED");
+        sandbox_update_from(sb, msg);
+        json_decref(msg);
+    } else {
+        sandbox_fail(sb, -res->err, "GetSandbox: %s: %s", res->error.code,
+                     res->error.message ? res->error.message : "");
+        if (sb->state == SB_PENDING || sb->state == SB_CREATING)
+            fail_conts(sb, res->err, 0);
+    }
+    if (needs_poll(sb)) {
+        long next = POLL_WATCH_MS;
+        if (sb->state == SB_PENDING || sb->state == SB_CREATING) {
+            sb->poll_delay_ms = sb->poll_delay_ms ? sb->poll_delay_ms * 3 / 2 : POLL_FIRST_MS;
+            if (sb->poll_delay_ms > POLL_MAX_MS)
+                sb->poll_delay_ms = POLL_MAX_MS;
+            next = sb->poll_delay_ms;
+        }
+        poll_schedule(sb, next);
+    }
+    sandbox_unref(sb);
+    pthread_mutex_unlock(&fs_lock);
+    (void)call;
+}
+
+static void poll_now(struct sandbox *sb)
+{
+    if (sb->poll_inflight || !sb->id)
+        return;
+    sb->poll_inflight = 1;
+    sandbox_ref(sb);
+    api_unary("GetSandbox", json_pack("{s:s}", "sandboxId", sb->id), 1, on_polled, sb);
+}
+
+static void poll_tick(void *ud)
+{
+    struct sandbox *sb = ud;
+    pthread_mutex_lock(&fs_lock);
+    sb->poll_scheduled = 0;
+    if (needs_poll(sb))
+        poll_now(sb);
+    sandbox_unref(sb);
+    pthread_mutex_unlock(&fs_lock);
+}
+
+static void poll_schedule(struct sandbox *sb, long delay_ms)
+{
+    if (sb->poll_scheduled || sb->poll_inflight)
+        return;
+    sb->poll_scheduled = 1;
+    sandbox_ref(sb);
+    api_schedule(delay_ms, poll_tick, sb);
+}
+
+void sandbox_refresh(struct sandbox *sb)
+{
+    if (!sb->id || sb->removed || sandbox_is_terminal(sb->state) || sb->poll_inflight)
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long age_ms = (now.tv_sec - sb->polled.tv_sec) * 1000 +
+                  (now.tv_nsec - sb->polled.tv_nsec) / 1000000;
+    if (age_ms >= 1000)
+        poll_now(sb);
+    if (needs_poll(sb))
+        poll_schedule(sb, POLL_WATCH_MS);
+}
+
+void sandbox_update_from(struct sandbox *sb, json_t *msg)
+{
+    if (!json_is_object(msg))
+        return;
+    const char *id = pbjson_get_string(msg, "sandboxId", NULL);
+    if (id && *id && !sb->id)
+        sb->id = strdup(id);
+    json_t *status = json_object_get(msg, "status");
+    int st = 0;
+    if (json_is_object(status) &&
+        pbjson_get_enum(status, "state", state_enum_names,
+                        sizeof(state_enum_names) / sizeof(*state_enum_names), &st) == 0 &&
+        st > 0 && st < (int)(sizeof(state_from_enum) / sizeof(*state_from_enum))) {
+        enum sb_state next = state_from_enum[st];
+        int64_t code = -1;
+        if (json_object_get(status, "exitCode"))
+            pbjson_get_int64(status, "exitCode", -1, &code);
+        const char *reason = pbjson_get_string(status, "stateReason", NULL);
+        /* Once terminal, a late answer from an earlier poll must not revive it. */
+        int changed = next != sb->state && !sandbox_is_terminal(sb->state);
+        if (reason && *reason && (changed || !sb->state_reason)) {
+            free(sb->state_reason);
+            sb->state_reason = strdup(reason);
+        }
+        if (changed) {
+            sb->state = next;
+            if (code >= 0)
+                sb->exit_code = (int)code;
+            else if (next == SB_COMPLETED)
+                sb->exit_code = 0;
+            events_line(sb);
+            clock_gettime(CLOCK_REALTIME, &sb->mtime);
+            if (sandbox_is_terminal(next)) {
+                sb->stopping = 0;
+                stream_end(&sb->events, 0);
+            }
+        }
+    }
+    if (msg != sb->remote) {
+        json_incref(msg);
+        json_decref(sb->remote);
+        sb->remote = msg;
+    }
+    if (sb->logs.readers.head && sb->state != SB_PENDING && sb->state != SB_CREATING)
+        sandbox_logs_follow(sb);
+    run_conts(sb);
+    park_wake(&sb->events.readers);
+}
+
+/* ---- start ---- */
+
+static void on_created(uint64_t call, const struct api_result *res, void *ud)
+{
+    struct sandbox *sb = ud;
+    pthread_mutex_lock(&fs_lock);
+    sb->create_inflight = 0;
+    if (res->err) {
+        sandbox_fail(sb, -res->err, "start: CreateSandbox: %s: %s", res->error.code,
+                     res->error.message ? res->error.message : "");
+        /* Back to unstarted: the spec can be fixed and the start tried again. */
+        sb->state = SB_UNSTARTED;
+        fail_conts(sb, res->err, 0);
+        fail_conts(sb, res->err, 1);
+    } else {
+        sandbox_update_from(sb, res->response);
+        if (!sb->id) {
+            sandbox_fail(sb, EIO, "start: CreateSandbox answered without a sandboxId");
+            fail_conts(sb, -EIO, 0);
+        } else if (needs_poll(sb)) {
+            sb->poll_delay_ms = 0;
+            poll_schedule(sb, POLL_FIRST_MS);
+        }
+    }
+    sandbox_unref(sb);
+    pthread_mutex_unlock(&fs_lock);
+    (void)call;
+}
+
+static void sandbox_start(struct sandbox *sb)
+{
+    if (sb->create_inflight || sb->state != SB_UNSTARTED || sb->removed)
+        return;
+    sb->create_inflight = 1;
+    sb->state = SB_PENDING;
+    events_line(sb);
+    json_t *req = json_pack("{s:{s:O}, s:s}", "sandbox", "spec", sb->spec, "requestId",
+                            sb->request_id);
+    sandbox_ref(sb);
+    api_unary("CreateSandbox", req, 1, on_created, sb);
+}
+
+void sandbox_when_running(struct sandbox *sb, sandbox_ready_fn fn, void *ud)
+{
+    if (sb->state == SB_RUNNING) {
+        fn(sb, 0, ud);
+        return;
+    }
+    if (sandbox_is_terminal(sb->state) || sb->state == SB_TERMINATING ||
+        sb->state == SB_PAUSED) {
+        char line[300];
+        sandbox_status_line(sb, line, sizeof(line));
+        fn(sb, sandbox_fail(sb, ESRCH, "sandbox is not running: %s", line), ud);
+        return;
+    }
+    if (add_cont(sb, 0, fn, ud) < 0) {
+        fn(sb, -ENOMEM, ud);
+        return;
+    }
+    if (sb->state == SB_UNSTARTED)
+        sandbox_start(sb);
+    else
+        sandbox_refresh(sb);
+}
+
+void sandbox_when_terminal(struct sandbox *sb, sandbox_ready_fn fn, void *ud)
+{
+    if (sandbox_is_terminal(sb->state)) {
+        fn(sb, 0, ud);
+        return;
+    }
+    if (sb->state == SB_UNSTARTED) {
+        fn(sb, sandbox_fail(sb, ESRCH, "wait: the sandbox was never started"), ud);
+        return;
+    }
+    if (add_cont(sb, 1, fn, ud) < 0) {
+        fn(sb, -ENOMEM, ud);
+        return;
+    }
+    sandbox_refresh(sb);
+}
+
+/* ---- stop, snapshot ---- */
+
+struct op_ctx {
+    struct sandbox *sb;
+    sandbox_ready_fn fn;
+    void *ud;
+};
+
+static struct op_ctx *op_ctx_new(struct sandbox *sb, sandbox_ready_fn fn, void *ud)
+{
+    struct op_ctx *op = calloc(1, sizeof(*op));
+    if (!op)
+        return NULL;
+    op->sb = sb;
+    op->fn = fn;
+    op->ud = ud;
+    sandbox_ref(sb);
+    return op;
+}
+
+static void op_ctx_finish(struct op_ctx *op, int err)
+{
+    op->fn(op->sb, err, op->ud);
+    sandbox_unref(op->sb);
+    free(op);
+}
+
+static void on_deleted(uint64_t call, const struct api_result *res, void *ud)
+{
+    struct op_ctx *op = ud;
+    struct sandbox *sb = op->sb;
+    pthread_mutex_lock(&fs_lock);
+    sb->delete_inflight = 0;
+    int err = res->err;
+    if (err == -ENOENT) {
+        err = 0; /* already gone is what stop wanted */
+        json_t *msg = json_pack("{s:{s:s}}", "status", "state", "STATE_TERMINATED");
+        sandbox_update_from(sb, msg);
+        json_decref(msg);
+    } else if (err) {
+        sb->stopping = 0;
+        sandbox_fail(sb, -err, "stop: DeleteSandbox: %s: %s", res->error.code,
+                     res->error.message ? res->error.message : "");
+    } else {
+        json_t *got = json_object_get(res->response, "sandbox");
+        if (json_is_object(got))
+            sandbox_update_from(sb, got);
+        if (!sandbox_is_terminal(sb->state))
+            poll_schedule(sb, 500);
+    }
+    op_ctx_finish(op, err);
+    pthread_mutex_unlock(&fs_lock);
+    (void)call;
+}
+
+void sandbox_stop(struct sandbox *sb, long grace, sandbox_ready_fn fn, void *ud)
+{
+    if (!sb->id) {
+        if (sb->create_inflight) {
+            fn(sb, sandbox_fail(sb, EBUSY, "stop: the sandbox is still being created"), ud);
+            return;
+        }
+        fn(sb, sandbox_fail(sb, ESRCH, "stop: the sandbox was never started"), ud);
+        return;
+    }
+    struct op_ctx *op = op_ctx_new(sb, fn, ud);
+    if (!op) {
+        fn(sb, -ENOMEM, ud);
+        return;
+    }
+    json_t *req = json_pack("{s:s, s:b}", "sandboxId", sb->id, "allowMissing", 1);
+    if (grace >= 0)
+        json_object_set_new(req, "gracePeriodSeconds", json_integer(grace));
+    if (!sandbox_is_terminal(sb->state) && sb->state != SB_TERMINATING) {
+        sb->state = SB_TERMINATING;
+        events_line(sb);
+        park_wake(&sb->events.readers);
+    }
+    sb->stopping = 1;
+    sb->delete_inflight = 1;
+    /* allowMissing makes a repeated delete harmless, so it may retry. */
+    api_unary("DeleteSandbox", req, 1, on_deleted, op);
+}
+
+static void on_snapshot(uint64_t call, const struct api_result *res, void *ud)
+{
+    struct op_ctx *op = ud;
+    struct sandbox *sb = op->sb;
+    pthread_mutex_lock(&fs_lock);
+    int err = res->err;
+    const char *id = err ? NULL : pbjson_get_string(res->response, "fileSystemSnapshotId", NULL);
+    if (err) {
+        sandbox_fail(sb, -err, "snapshot: CreateFileSystemSnapshot: %s: %s", res->error.code,
+                     res->error.message ? res->error.message : "");
+    } else if (!id || !*id) {
+        err = sandbox_fail(sb, EIO, "snapshot: the answer carries no fileSystemSnapshotId");
+    } else {
+        char *all = NULL;
+        if (asprintf(&all, "%s%s\n", sb->snapshots ? sb->snapshots : "", id) >= 0) {
+            free(sb->snapshots);
+            sb->snapshots = all;
+            clock_gettime(CLOCK_REALTIME, &sb->mtime);
+        }
+    }
+    op_ctx_finish(op, err);
+    pthread_mutex_unlock(&fs_lock);
+    (void)call;
+}
+
+void sandbox_snapshot(struct sandbox *sb, sandbox_ready_fn fn, void *ud)
+{
+    struct op_ctx *op = op_ctx_new(sb, fn, ud);
+    char *rid = new_request_id();
+    if (!op || !rid) {
+        free(rid);
+        if (op)
+            op_ctx_finish(op, -ENOMEM);
+        else
+            fn(sb, -ENOMEM, ud);
+        return;
+    }
+    json_t *req = json_pack("{s:s, s:s}", "sandboxId", sb->id, "requestId", rid);
+    free(rid);
+    api_unary("CreateFileSystemSnapshot", req, 1, on_snapshot, op);
+}
+
+/* ---- adoption ---- */
+
+struct list_ctx {
+    sandbox_ready_fn fn;
+    void *ud;
+    int pages;
+};
+
+static int name_usable(const char *name, const char *id)
+{
+    if (!name || !*name || name[0] == '.' || strchr(name, '/') || strlen(name) > 200)
+        return 0;
+    struct sandbox *other = sandbox_find(name);
+    return !other || (other->id && strcmp(other->id, id) == 0);
+}
+
+static void adopt(json_t *msg)
+{
+    const char *id = pbjson_get_string(msg, "sandboxId", NULL);
+    if (!id || !*id)
+        return;
+    struct sandbox *sb, *tmp;
+    HASH_ITER(hh, session.by_name, sb, tmp)
+    {
+        if (sb->id && strcmp(sb->id, id) == 0) {
+            sandbox_update_from(sb, msg);
+            return;
+        }
+    }
+    json_t *spec = json_object_get(msg, "spec");
+    json_t *ann = json_object_get(spec, "annotations");
+    const char *name = pbjson_get_string(ann, SANDBOX_NAME_ANNOTATION, NULL);
+    if (!name_usable(name, id))
+        name = id;
+    if (sandbox_find(name))
+        return;
+    sb = sandbox_new(name);
+    if (!sb)
+        return;
+    sb->id = strdup(id);
+    sb->state = SB_UNSTARTED;
+    sandbox_update_from(sb, msg);
+    log_info("adopted sandbox %s as %s", id, name);
+}
+
+static void list_page(struct list_ctx *lc, const char *token);
+
+static void on_listed(uint64_t call, const struct api_result *res, void *ud)
+{
+    struct list_ctx *lc = ud;
+    pthread_mutex_lock(&fs_lock);
+    if (res->err) {
+        log_warn("ListSandboxes: %s: %s", res->error.code,
+                 res->error.message ? res->error.message : "");
+    } else {
+        json_t *arr = json_object_get(res->response, "sandboxes");
+        size_t i;
+        json_t *item;
+        json_array_foreach(arr, i, item) adopt(item);
+        const char *next = pbjson_get_string(res->response, "nextPageToken", NULL);
+        if (next && *next && ++lc->pages < LIST_MAX_PAGES) {
+            list_page(lc, next);
+            pthread_mutex_unlock(&fs_lock);
+            return;
+        }
+    }
+    session.list_inflight = 0;
+    clock_gettime(CLOCK_MONOTONIC, &session.list_fetched);
+    lc->fn(NULL, res->err, lc->ud);
+    free(lc);
+    park_wake(&session.list_waiters);
+    pthread_mutex_unlock(&fs_lock);
+    (void)call;
+}
+
+static void list_page(struct list_ctx *lc, const char *token)
+{
+    json_t *tags = json_array();
+    for (size_t i = 0; i < session.ntags; i++)
+        json_array_append_new(tags, json_string(session.tags[i]));
+    json_t *req = json_pack("{s:i, s:o}", "pageSize", LIST_PAGE_SIZE, "tags", tags);
+    if (token)
+        json_object_set_new(req, "pageToken", json_string(token));
+    api_unary("ListSandboxes", req, 1, on_listed, lc);
+}
+
+void sandbox_list_refresh(sandbox_ready_fn fn, void *ud)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long age_ms = (now.tv_sec - session.list_fetched.tv_sec) * 1000 +
+                  (now.tv_nsec - session.list_fetched.tv_nsec) / 1000000;
+    if (session.list_fetched.tv_sec && age_ms < 1000) {
+        fn(NULL, 0, ud);
+        return;
+    }
+    struct list_ctx *lc = calloc(1, sizeof(*lc));
+    if (!lc) {
+        fn(NULL, -ENOMEM, ud);
+        return;
+    }
+    lc->fn = fn;
+    lc->ud = ud;
+    session.list_inflight = 1;
+    list_page(lc, NULL);
+}
+
+/* ---- logs ---- */
+
+static int on_log_entry(uint64_t call, json_t *msg, void *ud)
+{
+    struct sandbox *sb = ud;
+    pthread_mutex_lock(&fs_lock);
+    char *data = NULL;
+    size_t len = 0;
+    if (pbjson_get_bytes(msg, "data", &data, &len) == 0 && len) {
+        if (stream_append(&sb->logs, data, len) < 0)
+            sandbox_fail(sb, EIO, "logs: output lost: the spool is full");
+        session.bytes_out += len;
+    }
+    free(data);
+    const char *sess = pbjson_get_string(msg, "logSessionId", NULL);
+    if (sess && *sess && (!sb->logs_session || strcmp(sess, sb->logs_session))) {
+        free(sb->logs_session);
+        sb->logs_session = strdup(sess);
+    }
+    int64_t off = 0;
+    if (pbjson_get_int64(msg, "nextLogOffset", 0, &off) == 0 && off > 0)
+        sb->logs_offset = (uint64_t)off;
+    json_t *err = json_object_get(msg, "error");
+    if (json_is_object(err))
+        sandbox_fail(sb, EIO, "logs: %s", pbjson_get_string(err, "message", "stream error"));
+    pthread_mutex_unlock(&fs_lock);
+    (void)call;
+    return 0;
+}
+
+static void logs_start(struct sandbox *sb);
+
+static void logs_resume(void *ud)
+{
+    struct sandbox *sb = ud;
+    pthread_mutex_lock(&fs_lock);
+    if (!sb->removed && !sb->logs.ended)
+        logs_start(sb);
+    sandbox_unref(sb);
+    pthread_mutex_unlock(&fs_lock);
+}
+
+static void on_logs_done(uint64_t call, const struct api_result *res, void *ud)
+{
+    struct sandbox *sb = ud;
+    pthread_mutex_lock(&fs_lock);
+    sb->logs_call = 0;
+    if (res->err == 0 || res->err == -ECANCELED || res->err == -ESHUTDOWN) {
+        stream_end(&sb->logs, 0);
+        /* The main process ended: its state changed too. */
+        if (res->err == 0)
+            sandbox_refresh(sb);
+    } else if (!sandbox_is_terminal(sb->state) && sb->logs_retries++ < LOGS_MAX_RESUMES) {
+        log_warn("%s: logs stream broke (%s), resuming", sb->name, res->error.code);
+        sandbox_ref(sb);
+        api_schedule(1000, logs_resume, sb);
+    } else {
+        sandbox_fail(sb, -res->err, "logs: StreamLogs: %s: %s", res->error.code,
+                     res->error.message ? res->error.message : "");
+        stream_end(&sb->logs, res->err);
+    }
+    sandbox_unref(sb);
+    pthread_mutex_unlock(&fs_lock);
+    (void)call;
+}
+
+static void logs_start(struct sandbox *sb)
+{
+    json_t *req = json_pack("{s:s, s:b}", "sandboxId", sb->id, "follow", 1);
+    if (sb->logs_session) {
+        json_object_set_new(req, "resumeLogSessionId", json_string(sb->logs_session));
+        json_object_set_new(req, "resumeLogOffset", pbjson_int64((int64_t)sb->logs_offset));
+    }
+    sandbox_ref(sb);
+    sb->logs_call = api_server_stream("StreamLogs", req, on_log_entry, on_logs_done, sb);
+}
+
+void sandbox_logs_follow(struct sandbox *sb)
+{
+    if (sb->logs_started || !sb->id || sb->removed)
+        return;
+    sb->logs_started = 1;
+    logs_start(sb);
+}
+
+/* ---- streams ---- */
+
+int stream_append(struct stream *st, const void *data, size_t len)
+{
+    int rc = 0;
+    if (st->ob.fd < 0)
+        rc = outbuf_init(&st->ob, session.spool_dir, 0);
+    if (rc == 0)
+        rc = outbuf_append(&st->ob, data, len);
+    park_wake(&st->readers);
+    return rc;
+}
+
+void stream_end(struct stream *st, int err)
+{
+    if (st->ended)
+        return;
+    st->ended = 1;
+    st->err = err;
+    park_wake(&st->readers);
+}
+
+void stream_free(struct stream *st)
+{
+    if (st->ob.fd >= 0)
+        outbuf_free(&st->ob);
+    st->ob.fd = -1;
+}
+
+/* ---- shutdown ---- */
+
+struct cleanup_wait {
+    pthread_cond_t cond;
+    int pending;
+};
+
+static void on_cleanup_stopped(struct sandbox *sb, int err, void *ud)
+{
+    struct cleanup_wait *cw = ud;
+    if (err)
+        log_warn("cleanup: could not stop %s: %s", sb->name, sb->error ? sb->error : "");
+    else
+        log_info("cleanup: stopped %s", sb->name);
+    if (--cw->pending == 0)
+        pthread_cond_signal(&cw->cond);
+}
+
+void sandbox_cleanup_all(void)
+{
+    /* Static: a stop answered after the deadline still finds it. */
+    static struct cleanup_wait cw = {.cond = PTHREAD_COND_INITIALIZER};
+    pthread_mutex_lock(&fs_lock);
+    struct sandbox *sb, *tmp;
+    HASH_ITER(hh, session.by_name, sb, tmp)
+    {
+        if (!sb->created_here || !sb->id || sandbox_is_terminal(sb->state))
+            continue;
+        cw.pending++;
+        sandbox_stop(sb, -1, on_cleanup_stopped, &cw);
+    }
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 60;
+    while (cw.pending > 0)
+        if (pthread_cond_timedwait(&cw.cond, &fs_lock, &deadline) != 0)
+            break;
+    pthread_mutex_unlock(&fs_lock);
+}
