@@ -215,6 +215,11 @@ static int node_attr(struct node *n, struct stat *st)
     if (sandbox_gone(sb))
         return -ENOENT;
     switch (n->kind) {
+    case N_ROOTFS:
+        if (strcmp(n->path, "/") != 0)
+            return -EINVAL; /* rootfs.c answers for what is inside */
+        /* the sandbox's "/" is a directory like the others */
+        __attribute__((fallthrough));
     case N_MOUNT:
     case N_DOTROOT:
     case N_SBDIR:
@@ -251,8 +256,6 @@ static int node_attr(struct node *n, struct stat *st)
             free(text);
         }
         break;
-    case N_ROOTFS:
-        return -EINVAL; /* rootfs.c answers those */
     }
     st->st_mtim = st->st_ctim = st->st_atim = t;
     st->st_blksize = 4096;

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole test run, as CI does it on a fresh Debian 12 machine: install and build
+# (tests/setup.sh), unit tests, the local backend's own tests, the integration suite
+# against a real mount, then again under AddressSanitizer+UBSan, and the unit tests
+# and a smoke run of the mount under valgrind.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+step() { printf '\n==== %s\n' "$*"; }
+
+step "setup and build (-Werror)"
+BUILD_DIR=$top/build tests/setup.sh -DCWSFS_WERROR=ON
+
+step "unit tests"
+ctest --test-dir build --output-on-failure
+
+step "local backend tests"
+(cd contrib/local-backend && npm test)
+
+step "integration tests"
+CWSFS_BIN=$top/build/cwsfs tests/integration/run.sh
+
+step "AddressSanitizer + UBSan build"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCWSFS_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$(nproc)"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+ctest --test-dir build-asan --output-on-failure
+CWSFS_BIN=$top/build-asan/cwsfs tests/integration/run.sh
+unset ASAN_OPTIONS UBSAN_OPTIONS
+
+step "valgrind: unit tests"
+for t in build/test_*; do
+    [ -x "$t" ] || continue
+    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite "$t" >/dev/null
+done
+
+step "valgrind: the mount"
+CWSFS_BIN=$top/build/cwsfs \
+CWSFS_WRAPPER="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite" \
+    tests/integration/run.sh ${CWSFS_VALGRIND_TESTS:-test_exec.sh test_files_small.sh}
+
+step "all tests passed"
