@@ -36,8 +36,14 @@ struct listing_entry {
 
 /* Parse the command's output; fn is called once per entry in order, and a non-zero
  * return stops parsing and is returned. -EPROTO for output not in this format (a
- * truncated last record, an unknown type letter, non-numeric fields). */
-int listing_parse(const char *buf, size_t len,
-                  int (*fn)(const struct listing_entry *e, void *ud), void *ud);
+ * truncated last record, an unknown type letter, non-numeric or out-of-range fields,
+ * a name that is empty, ".", "..", holds '/' or exceeds NAME_MAX, a target beyond
+ * PATH_MAX or on a non-link); entries before the bad record have been delivered.
+ * Type letters f d l p s c b map to their S_IF* bits; find's D (door) and U (unknown)
+ * are reported as regular files rather than failing the whole directory. %T@ is read
+ * as find prints it, tv_sec "." tv_nsec ("-2.5000000000" is 1.5 s before the epoch).
+ * Empty output is an empty directory. */
+int listing_parse(const char *buf, size_t len, int (*fn)(const struct listing_entry *e, void *ud),
+                  void *ud);
 
 #endif

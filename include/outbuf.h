@@ -16,22 +16,26 @@
 #define OUTBUF_DEFAULT_CAP (256ull << 20)
 
 struct outbuf {
-    int fd;             /* unlinked spool file, -1 before init */
-    uint64_t produced;  /* bytes appended so far: the file's st_size */
-    uint64_t dropped;   /* oldest bytes no longer kept */
-    uint64_t cap;       /* most bytes kept */
-    struct timespec mtime; /* time of the last append (CLOCK_REALTIME) */
+    int fd;                /* unlinked spool file, -1 before init */
+    uint64_t produced;     /* bytes appended so far: the file's st_size */
+    uint64_t dropped;      /* oldest bytes no longer kept */
+    uint64_t cap;          /* most bytes kept */
+    struct timespec mtime; /* time of the last append (CLOCK_REALTIME); init's time before */
 };
 
-/* Create the spool file in dir (O_TMPFILE, or mkstemp + unlink). cap 0 = default. */
+/* Create the spool file in dir (O_TMPFILE, or mkstemp + unlink; close-on-exec).
+ * cap 0 = default. On failure ob->fd is -1 and the errno of the fallback is returned. */
 int outbuf_init(struct outbuf *ob, const char *dir, uint64_t cap);
-/* Append; drops the oldest bytes beyond cap. Returns 0 or -errno (disk full: the
- * bytes are lost and the caller says so in the sandbox's error file). */
+/* Append; drops the oldest bytes beyond cap (disk space is released by punching holes
+ * where the filesystem can; `dropped` counts them either way). Returns 0 or -errno
+ * (disk full: the bytes not written are lost, the stream stays contiguous, and the
+ * caller says so in the sandbox's error file). -EBADF before init. */
 int outbuf_append(struct outbuf *ob, const void *data, size_t len);
 /* Read up to len bytes at logical offset off into buf. Returns the count (0 when
  * off >= produced) or -errno. An offset inside the dropped range reads from the
  * oldest byte kept. */
 ssize_t outbuf_read(const struct outbuf *ob, uint64_t off, void *buf, size_t len);
+/* Close the spool file (its space is freed); fd becomes -1, so a second call is a no-op. */
 void outbuf_free(struct outbuf *ob);
 
 #endif
