@@ -20,7 +20,9 @@ void connect_envelope_header(unsigned char hdr[CONNECT_ENVELOPE_HEADER], uint8_t
 
 /* A Connect error, from a unary error body, an end-of-stream envelope, or made
  * up locally for transport failures. Strings are owned by the struct; free with
- * connect_error_clear. reason/domain come from the first google.rpc.ErrorInfo detail. */
+ * connect_error_clear. reason/domain come from the first google.rpc.ErrorInfo detail
+ * that decodes. Every function that fills one replaces what it held before, so it
+ * must start zeroed ({0}) and may then be refilled without clearing in between. */
 struct connect_error {
     char *code;    /* "not_found", ...; never NULL once set */
     char *message; /* the server's words, may be NULL */
@@ -33,15 +35,21 @@ void connect_error_clear(struct connect_error *err);
 void connect_error_set(struct connect_error *err, const char *code, const char *message);
 
 /* Parse an error object {"code":..,"message":..,"details":[{"type":..,"value":..}]}.
- * A missing or non-string code becomes "unknown". Returns -EINVAL if obj is not an object. */
+ * A missing, non-string or unknown code (not one of Connect's sixteen) becomes
+ * "unknown". Returns -EINVAL if obj is not an object (err is then untouched). */
 int connect_error_from_json(const json_t *obj, struct connect_error *err);
 
 /* Parse a unary error response body. http_status picks the code when the body is not
- * a Connect error (a proxy's HTML page, say): connect_code_from_http(http_status). */
+ * a Connect error (a proxy's HTML page, say): connect_code_from_http(http_status),
+ * and message then says so unless the body was a JSON object with a "message". */
 void connect_error_from_body(const char *body, size_t len, long http_status,
                              struct connect_error *err);
 
-/* The Connect code an HTTP status implies when the body carries none. */
+/* The Connect code an HTTP status implies when the body carries none. This is the
+ * Connect spec's table for that case (the same as gRPC's), not the inverse of the
+ * code->status table in api/README.md: 400 internal, 401 unauthenticated,
+ * 403 permission_denied, 404 unimplemented, 429/502/503/504 unavailable, others
+ * unknown. A bare 404 from a proxy means a missing route, not a missing file. */
 const char *connect_code_from_http(long http_status);
 
 /* Decode a binary google.rpc.ErrorInfo (field 1 reason, 2 domain, 3 metadata which is
@@ -62,13 +70,19 @@ int connect_code_errno(const char *code);
  * _RUNNER_CAPACITY_EXHAUSTED EAGAIN), else connect_code_errno(code). Positive errno. */
 int connect_error_errno(const struct connect_error *err);
 
-/* Whether a call that failed with this code may be retried (unavailable, and
- * resource_exhausted/aborted/deadline_exceeded where the call is idempotent). */
+/* Whether a call that failed with this code may be retried: 0 never,
+ * CONNECT_RETRY_ALWAYS for unavailable, CONNECT_RETRY_IDEMPOTENT for
+ * resource_exhausted/aborted/deadline_exceeded (retry those only when the call is
+ * idempotent). Both are non-zero, so a plain truth test means "retryable at all". */
+#define CONNECT_RETRY_IDEMPOTENT 1
+#define CONNECT_RETRY_ALWAYS 2
 int connect_code_retryable(const char *code);
 
 /* Incremental envelope decoder for streaming responses. Feed bytes as they arrive;
- * each complete envelope is handed to the callback. Bounded: an envelope longer
- * than max_message is -EMSGSIZE, a compressed one -EPROTO. */
+ * each complete envelope is handed to the callback, its data NUL-terminated (data[len]
+ * == 0) and valid only during the call. Bounded: an envelope longer than max_message
+ * is -EMSGSIZE (checked before anything is allocated), a compressed one or one with
+ * undefined flag bits -EPROTO. */
 typedef int (*connect_envelope_fn)(uint8_t flags, const char *data, size_t len, void *ud);
 
 struct connect_decoder {
@@ -81,7 +95,9 @@ struct connect_decoder {
 };
 
 void connect_decoder_init(struct connect_decoder *dec, size_t max_message);
-/* Returns 0, the callback's non-zero return (decoding stops), -EMSGSIZE or -EPROTO. */
+/* Returns 0, the callback's non-zero return (decoding stops, the rest of data is
+ * dropped), -EMSGSIZE, -EPROTO or -ENOMEM. After an error the stream is broken: do not
+ * feed it again, only free. A callback returning 0 must leave dec alive. */
 int connect_decoder_feed(struct connect_decoder *dec, const void *data, size_t len,
                          connect_envelope_fn fn, void *ud);
 /* True when no partial envelope is buffered (a stream that ends otherwise was cut). */

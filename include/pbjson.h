@@ -10,7 +10,8 @@
 #include <time.h>
 #include <jansson.h>
 
-/* obj[key] as an int64 ("123", 123, absent = dflt). -EINVAL for other types or junk. */
+/* obj[key] as an int64 ("123", 123, "1e2", 1.0; absent or null = dflt). -EINVAL for other
+ * types, junk, a value that is not an exact integer, or one out of range. */
 int pbjson_get_int64(const json_t *obj, const char *key, int64_t dflt, int64_t *out);
 
 /* obj[key] as a string, or dflt when absent or not a string. Borrowed from obj. */
@@ -19,8 +20,9 @@ const char *pbjson_get_string(const json_t *obj, const char *key, const char *df
 /* obj[key] as a bool, absent = 0. */
 int pbjson_get_bool(const json_t *obj, const char *key);
 
-/* Enum value: a name found in names[] (index = number) or a number. Absent = 0.
- * -EINVAL for an unknown name. names may contain NULL holes. */
+/* Enum value: a name found in names[] (index = number) or a number (any int32: proto3
+ * enums are open). Absent or null = 0. -EINVAL for an unknown name or another type.
+ * names may contain NULL holes. */
 int pbjson_get_enum(const json_t *obj, const char *key, const char *const *names, size_t n,
                     int *out);
 
@@ -34,9 +36,11 @@ json_t *pbjson_bytes(const void *data, size_t len);
 /* int64 in canonical form: a JSON string of the decimal number. */
 json_t *pbjson_int64(int64_t v);
 
-/* Parse an RFC 3339 timestamp ("2026-11-22T02:48:08.878Z", offsets allowed). */
+/* Parse an RFC 3339 timestamp ("2026-11-22T02:48:08.878Z", offsets allowed, at most 9
+ * fractional digits, within 0001-01-01..9999-12-31 UTC). -EINVAL otherwise. */
 int pbjson_parse_timestamp(const char *text, struct timespec *out);
-/* Format ts as RFC 3339 UTC with 'Z' into buf (at least 40 bytes). */
+/* Format ts as RFC 3339 UTC with 'Z' into buf (at least 40 bytes), with 0, 3, 6 or 9
+ * fractional digits as the canonical form has them. */
 void pbjson_format_timestamp(const struct timespec *ts, char *buf, size_t size);
 
 #endif
