@@ -41,7 +41,7 @@ struct api_config {
     const char *wandb_project;
     int http1;             /* force HTTP/1.1 (unary calls only) */
     long unary_timeout_ms; /* per unary call; 0 = 30000 */
-    int max_retries;       /* transient failures retried this many times; 0 = 5 */
+    int max_retries;       /* transient failures retried this many times; 0 = 5, <0 = none */
 };
 
 /* Outcome of a call. err is 0 or -errno; on failure error holds the Connect code,
@@ -69,12 +69,16 @@ typedef long (*api_body_fn)(uint64_t call_id, char *buf, size_t cap, void *ud);
 #define API_BODY_PAUSE (-1000000L)
 
 int api_init(const struct api_config *cfg);
-/* Cancels what is running (each gets its done callback), joins the worker. */
+/* Cancels what is running (each gets its done callback, -ESHUTDOWN), drops pending
+ * api_schedule work unrun, joins the worker. Not from a callback. */
 void api_shutdown(void);
 
+/* The call starters below return the call's id, never 0 for a started call. 0 means
+ * nothing started (the API is not running, or out of memory): no callback will come and
+ * the request has been released. rpc must match [A-Za-z0-9_]+ (else done gets -EINVAL). */
+
 /* Unary Connect call: POST {base}/coreweave.sandbox.v1.SandboxService/{rpc}. */
-uint64_t api_unary(const char *rpc, json_t *request, int idempotent, api_done_fn done,
-                   void *ud);
+uint64_t api_unary(const char *rpc, json_t *request, int idempotent, api_done_fn done, void *ud);
 /* Server-streaming call (StreamLogs). */
 uint64_t api_server_stream(const char *rpc, json_t *request, api_message_fn on_message,
                            api_done_fn done, void *ud);
