@@ -229,7 +229,15 @@ async function main() {
   };
 
   const h1 = http.createServer({ keepAliveTimeout: 60000, requestTimeout: 0 }, handler);
-  const h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 } }, handler);
+  // Large windows: a 32 MiB WriteFile should not wait for hundreds of
+  // WINDOW_UPDATE round trips.
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000, initialWindowSize: 16 * 1024 * 1024 } }, handler);
+  h2.on("session", (s) => {
+    s.on("localSettings", () => {});
+    try {
+      s.setLocalWindowSize(64 * 1024 * 1024);
+    } catch {}
+  });
   h2.on("sessionError", () => {});
   const sockets = new Set();
   // One listener for HTTP/1.1 and h2c with prior knowledge: peek at the preface.

@@ -633,7 +633,8 @@ class Manager {
         const line = status.slice(0, nl);
         status = status.slice(nl + 1);
         if (line.startsWith("PID ")) child.started = true;
-        else if (line.startsWith("ERROR ") && !child.started) child.setupError = line.slice(6);
+        else if (line === "READY") child.ready = true;
+        else if (line.startsWith("ERROR ") && !child.ready) child.setupError = line.slice(6);
       }
     });
     child.stdio[3].on("error", () => {});
@@ -679,7 +680,7 @@ class Manager {
         total += bytesRead;
         if (total > FILE_LIMIT) throw E.tooLarge(p, total, FILE_LIMIT);
       }
-      return Buffer.concat(bufs, total);
+      return bufs.length === 1 ? bufs[0] : Buffer.concat(bufs, total);
     } catch (e) {
       throw require("./errors").fileError(p, e);
     } finally {

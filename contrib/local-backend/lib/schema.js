@@ -3,6 +3,7 @@
 // from proto/ with protoc. No message type is written by hand.
 const fs = require("node:fs");
 const path = require("node:path");
+require("./fastbase64");
 const { fromBinary, createFileRegistry } = require("@bufbuild/protobuf");
 const { FileDescriptorSetSchema } = require("@bufbuild/protobuf/wkt");
 

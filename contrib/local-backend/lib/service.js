@@ -220,7 +220,7 @@ function makeService(m) {
             yield { message: { case: "output", value: { stream: item.stream, data: item.data } } };
           } else {
             if (inputError) throw inputError;
-            if (child.setupError && !child.started) {
+            if (child.setupError) {
               yield { message: { case: "error", value: { message: child.setupError, code: "internal" } } };
               return;
             }

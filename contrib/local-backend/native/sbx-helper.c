@@ -421,6 +421,8 @@ static int do_init(int argc, char **argv)
 	rmdir("/dev/.oldroot");
 
 	if (wd && *wd) {
+		/* like container runtimes, create a missing working directory */
+		mkdirs(wd, 0755);
 		if (chdir(wd) < 0)
 			die("working directory %s: %s", wd, strerror(errno));
 	}

@@ -14,7 +14,7 @@ async function startServer(extraArgs = [], { listen = "127.0.0.1:0" } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cwsb-test-"));
   const stateDir = path.join(dir, "state");
   const addrFile = path.join(dir, "addr");
-  const proc = spawn(process.execPath, [SERVER, "--listen", listen, "--state-dir", stateDir, "--address-file", addrFile, "--quiet", ...extraArgs], {
+  const proc = spawn(process.execPath, [SERVER, "--listen", listen, "--state-dir", stateDir, "--address-file", addrFile, ...(process.env.CWSB_VERBOSE ? [] : ["--quiet"]), ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stderr = "";
