@@ -1,0 +1,881 @@
+/* main.c - the cwsfs command: parse options, find the service, check it answers,
+ * mount, serve, and unwind in reverse order.
+ *
+ * Start-up follows sshfs: everything that can fail because of the user's setup (bad
+ * options, no credentials, unreachable endpoint, refused key, local backend that will
+ * not start) fails on the terminal, before daemonizing. The check is one blocking
+ * ListSandboxes call made through the API client.
+ *
+ * fuse_daemonize() forks, and threads do not survive a fork: the API client used for
+ * the check is shut down before daemonizing and started again in the daemon, just
+ * before the loop. The local backend is a separate process and survives the fork;
+ * backend_stop copes with it no longer being our child.
+ *
+ * Until libfuse's signal handlers are installed (just before mounting), SIGINT,
+ * SIGTERM and SIGHUP only set a flag that the start-up waits watch, so a Ctrl-C
+ * during start-up still stops the local backend instead of orphaning it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fuse_lowlevel.h>
+#include <fuse_opt.h>
+
+#include "api.h"
+#include "backend.h"
+#include "config.h"
+#include "fs.h"
+#include "log.h"
+
+#define CHECK_SLICE_MS 200
+#define CHECK_GRACE_MS 30000
+#define CHECK_RETRIES 2 /* a start-up check should answer soon, not after 6 s of retries */
+#define DEFAULT_UNARY_TIMEOUT_MS 30000
+#define MAX_TIMEOUT_MS (24L * 3600 * 1000)
+#define TAG_MAX 59
+#define DEFAULT_IDLE_THREADS 10 /* libfuse's documented default */
+
+/* Everything the command line says, before validation. Strings from "%s" templates
+ * are allocated by fuse_opt_parse; all are freed by opts_free. */
+struct cmd_opts {
+    char *endpoint;
+    char *auth;
+    char *api_key_file;
+    char *spool;
+    char *backend;
+    char *image;
+    char *command;
+    char *lifetime;
+    char *cpu;
+    char *memory;
+    char *gpu;
+    char *timeout;
+    int http1;
+    int cleanup;
+    int has_fsname;
+    int has_subtype;
+    char **tags;
+    size_t ntags;
+    char **env;
+    size_t nenv;
+    char *nonopt[2];
+    size_t nnonopt;
+};
+
+enum {
+    KEY_TAGS,
+    KEY_TAG,
+    KEY_ENV,
+    KEY_SECRET,
+    KEY_FSNAME,
+    KEY_SUBTYPE,
+};
+
+#define CWSFS_OPT(t, field, value)                                                                 \
+    {                                                                                              \
+        t, offsetof(struct cmd_opts, field), value                                                 \
+    }
+
+static const struct fuse_opt option_spec[] = {
+    CWSFS_OPT("endpoint=%s", endpoint, 0),
+    CWSFS_OPT("auth=%s", auth, 0),
+    CWSFS_OPT("api_key_file=%s", api_key_file, 0),
+    CWSFS_OPT("http1", http1, 1),
+    CWSFS_OPT("cleanup", cleanup, 1),
+    CWSFS_OPT("spool=%s", spool, 0),
+    CWSFS_OPT("backend=%s", backend, 0),
+    CWSFS_OPT("image=%s", image, 0),
+    CWSFS_OPT("command=%s", command, 0),
+    CWSFS_OPT("lifetime=%s", lifetime, 0),
+    CWSFS_OPT("cpu=%s", cpu, 0),
+    CWSFS_OPT("memory=%s", memory, 0),
+    CWSFS_OPT("gpu=%s", gpu, 0),
+    CWSFS_OPT("timeout=%s", timeout, 0),
+    FUSE_OPT_KEY("tags=", KEY_TAGS),
+    FUSE_OPT_KEY("tag=", KEY_TAG),
+    FUSE_OPT_KEY("env=", KEY_ENV),
+    /* Keys on a command line are readable by every user (ps, /proc): refuse them
+     * here, before libfuse could echo one in an "unknown option" message. */
+    FUSE_OPT_KEY("api_key=", KEY_SECRET),
+    FUSE_OPT_KEY("apikey=", KEY_SECRET),
+    FUSE_OPT_KEY("api-key=", KEY_SECRET),
+    FUSE_OPT_KEY("key=", KEY_SECRET),
+    FUSE_OPT_KEY("token=", KEY_SECRET),
+    FUSE_OPT_KEY("password=", KEY_SECRET),
+    FUSE_OPT_KEY("fsname=", KEY_FSNAME),
+    FUSE_OPT_KEY("subtype=", KEY_SUBTYPE),
+    FUSE_OPT_END,
+};
+
+/* mount(8) and fstab options that mean nothing to a FUSE filesystem. */
+static const char *const fstab_noise[] = {
+    "_netdev", "nofail", "auto",  "noauto",   "user", "users",
+    "nouser",  "owner",  "group", "defaults", "rw",
+};
+
+static volatile sig_atomic_t startup_signal;
+
+static void startup_handler(int sig)
+{
+    startup_signal = sig;
+}
+
+static void startup_signals(int install)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    struct sigaction sa;
+    size_t i;
+
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = install ? startup_handler : SIG_DFL;
+    for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigaction(sigs[i], &sa, NULL);
+}
+
+static void usage(const char *prog)
+{
+    printf("usage: %s MOUNTPOINT [-o OPTION[,OPTION...]] [-f] [-d] [-s]\n"
+           "       %s -h | --help\n"
+           "       %s -V | --version\n"
+           "\n"
+           "Mounts a CoreWeave Sandbox API session at MOUNTPOINT: each directory is a\n"
+           "sandbox, driven through its ctl, exec/N/ and root/ files.\n"
+           "\n"
+           "Service and credentials (default: as the official clients read them from\n"
+           "CWSANDBOX_BASE_URL, CWSANDBOX_API_KEY, WANDB_SANDBOX_BASE_URL, WANDB_API_KEY or\n"
+           "~/.netrc, WANDB_ENTITY, WANDB_PROJECT; with none set, the bundled local backend\n"
+           "is started):\n"
+           "    -o endpoint=URL        service base URL: http://HOST[:PORT], https://HOST[:PORT]\n"
+           "                           or unix:PATH\n"
+           "    -o auth=MODE           cwsandbox (Bearer key), wandb (W&B headers) or none\n"
+           "    -o api_key_file=PATH   read the API key from PATH (keys are never accepted on\n"
+           "                           the command line)\n"
+           "    -o http1               use HTTP/1.1 (streaming calls then fail: they need HTTP/2)\n"
+           "    -o timeout=MS          timeout of each unary call in ms (default %d)\n"
+           "    -o backend=DIR         local backend directory (default $CWSFS_LOCAL_BACKEND,\n"
+           "                           then the installed copy, then the source tree's)\n"
+           "\n"
+           "Defaults for the sandboxes this mount creates:\n"
+           "    -o image=REF           container image (default python:3.11)\n"
+           "    -o command=LINE        main command, run by /bin/sh -c (default: a keep-alive)\n"
+           "    -o tags=T1:T2:...      session tags, colon-separated; listing shows existing\n"
+           "                           sandboxes carrying all of them\n"
+           "    -o tag=T               add one session tag (repeatable)\n"
+           "    -o env=K=V             set an environment variable (repeatable)\n"
+           "    -o lifetime=SECONDS    maximum lifetime\n"
+           "    -o cpu=QUANTITY        CPU request, e.g. 2 or 500m\n"
+           "    -o memory=QUANTITY     memory request, e.g. 512Mi or 4Gi\n"
+           "    -o gpu=N               number of GPUs\n"
+           "\n"
+           "Mount behaviour:\n"
+           "    -o cleanup             stop the sandboxes this mount created at unmount\n"
+           "    -o spool=DIR           directory for output and write spools (default\n"
+           "                           $XDG_RUNTIME_DIR, else /tmp)\n"
+           "\n"
+           "A comma inside a value is written \\, (-o command=echo\\,hi).\n"
+           "For fstab and mount -t fuse.cwsfs, these are accepted and ignored: _netdev,\n"
+           "nofail, auto, noauto, user, users, nouser, owner, group, defaults, rw,\n"
+           "comment=..., x-...; a first argument before MOUNTPOINT names the source.\n"
+           "\n"
+           "FUSE options:\n",
+           prog, prog, prog, DEFAULT_UNARY_TIMEOUT_MS);
+    fflush(stdout);
+}
+
+static int add_string(char ***list, size_t *n, const char *value)
+{
+    char **grown = realloc(*list, (*n + 1) * sizeof(**list));
+
+    if (!grown)
+        return -ENOMEM;
+    *list = grown;
+    grown[*n] = strdup(value);
+    if (!grown[*n])
+        return -ENOMEM;
+    (*n)++;
+    return 0;
+}
+
+static void free_strings(char **list, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
+}
+
+static int option_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+    struct cmd_opts *o = data;
+    size_t i;
+
+    switch (key) {
+    case FUSE_OPT_KEY_NONOPT:
+        if (o->nnonopt == 2) {
+            fprintf(stderr, "cwsfs: too many arguments: %s (see cwsfs -h)\n", arg);
+            return -1;
+        }
+        o->nonopt[o->nnonopt] = strdup(arg);
+        return o->nonopt[o->nnonopt++] ? 0 : -1;
+    case KEY_TAGS: {
+        const char *p = arg + strlen("tags=");
+
+        for (;;) {
+            const char *colon = strchr(p, ':');
+            size_t len = colon ? (size_t)(colon - p) : strlen(p);
+            char *tag = strndup(p, len);
+            int rc = tag ? add_string(&o->tags, &o->ntags, tag) : -ENOMEM;
+
+            free(tag);
+            if (rc < 0)
+                return -1;
+            if (!colon)
+                return 0;
+            p = colon + 1;
+        }
+    }
+    case KEY_TAG:
+        return add_string(&o->tags, &o->ntags, arg + strlen("tag=")) < 0 ? -1 : 0;
+    case KEY_ENV:
+        return add_string(&o->env, &o->nenv, arg + strlen("env=")) < 0 ? -1 : 0;
+    case KEY_SECRET:
+        fprintf(stderr, "cwsfs: API keys are not accepted on the command line, where every "
+                        "user can read them; use -o api_key_file=PATH or set "
+                        "CWSANDBOX_API_KEY (or WANDB_API_KEY)\n");
+        return -1;
+    case KEY_FSNAME:
+        o->has_fsname = 1;
+        return 1;
+    case KEY_SUBTYPE:
+        o->has_subtype = 1;
+        return 1;
+    case FUSE_OPT_KEY_OPT:
+        if (strncmp(arg, "x-", 2) == 0 || strncmp(arg, "comment=", 8) == 0)
+            return 0;
+        for (i = 0; i < sizeof(fstab_noise) / sizeof(fstab_noise[0]); i++)
+            if (strcmp(arg, fstab_noise[i]) == 0)
+                return 0;
+        return 1;
+    default:
+        return 1;
+    }
+}
+
+static void opts_free(struct cmd_opts *o)
+{
+    size_t i;
+
+    free(o->endpoint);
+    free(o->auth);
+    free(o->api_key_file);
+    free(o->spool);
+    free(o->backend);
+    free(o->image);
+    free(o->command);
+    free(o->lifetime);
+    free(o->cpu);
+    free(o->memory);
+    free(o->gpu);
+    free(o->timeout);
+    free_strings(o->tags, o->ntags);
+    free_strings(o->env, o->nenv);
+    for (i = 0; i < o->nnonopt; i++)
+        free(o->nonopt[i]);
+}
+
+/* A whole decimal number in [min, max]. */
+static int parse_number(const char *name, const char *s, long min, long max, long *out)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (!s[0] || *end || errno || v < min || v > max) {
+        fprintf(stderr, "cwsfs: %s must be a whole number from %ld to %ld (got `%s')\n", name, min,
+                max, s);
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A Kubernetes quantity: a decimal number with an optional binary (Ki..Ei), decimal
+ * (m, k, M..E) or exponent (e3) suffix. */
+static int quantity_ok(const char *s)
+{
+    static const char *const suffixes[] = {"",  "m",  "k",  "M",  "G",  "T",  "P",
+                                           "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"};
+    int digits = 0;
+    size_t i;
+
+    if (*s == '+')
+        s++;
+    while (*s >= '0' && *s <= '9')
+        s++, digits++;
+    if (*s == '.') {
+        s++;
+        while (*s >= '0' && *s <= '9')
+            s++, digits++;
+    }
+    if (!digits)
+        return 0;
+    if ((*s == 'e' || *s == 'E') && s[1]) {
+        const char *p = s + 1;
+
+        if (*p == '+' || *p == '-')
+            p++;
+        if (*p >= '0' && *p <= '9') {
+            while (*p >= '0' && *p <= '9')
+                p++;
+            return *p == '\0';
+        }
+    }
+    for (i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++)
+        if (strcmp(s, suffixes[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Tags as the service takes them: letters, digits, '.', '_', '-', ending with a letter
+ * or digit, at most TAG_MAX characters. */
+static int tag_ok(const char *t)
+{
+    size_t len = strlen(t), i;
+
+    if (len == 0 || len > TAG_MAX)
+        return 0;
+    for (i = 0; i < len; i++) {
+        char c = t[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return (t[len - 1] >= 'a' && t[len - 1] <= 'z') || (t[len - 1] >= 'A' && t[len - 1] <= 'Z') ||
+           (t[len - 1] >= '0' && t[len - 1] <= '9');
+}
+
+static int env_ok(const char *kv)
+{
+    const char *p = kv;
+
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_'))
+        return 0;
+    for (p++; *p && *p != '='; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_'))
+            return 0;
+    return *p == '=';
+}
+
+/* Make a directory option absolute (the daemon runs in /) and check it is usable. */
+static int absolute_dir(const char *name, char **value, int need_write)
+{
+    char real[PATH_MAX];
+    struct stat st;
+
+    if (!realpath(*value, real) || stat(real, &st) < 0) {
+        fprintf(stderr, "cwsfs: %s%s: %s\n", name, *value, strerror(errno));
+        return -EINVAL;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "cwsfs: %s%s is not a directory\n", name, *value);
+        return -EINVAL;
+    }
+    if (need_write && access(real, W_OK | X_OK) < 0) {
+        fprintf(stderr, "cwsfs: %s%s is not writable\n", name, *value);
+        return -EINVAL;
+    }
+    free(*value);
+    *value = strdup(real);
+    return *value ? 0 : -ENOMEM;
+}
+
+/* Check the options and fill the fs options and the API timeout from them. */
+static int validate(struct cmd_opts *o, struct fs_options *fo, long *timeout_ms)
+{
+    size_t i;
+
+    memset(fo, 0, sizeof(*fo));
+    *timeout_ms = 0;
+    if (o->lifetime &&
+        parse_number("lifetime=", o->lifetime, 1, 365L * 24 * 3600, &fo->lifetime) < 0)
+        return -EINVAL;
+    if (o->gpu && parse_number("gpu=", o->gpu, 0, 1024, &fo->gpu) < 0)
+        return -EINVAL;
+    if (o->timeout && parse_number("timeout=", o->timeout, 1, MAX_TIMEOUT_MS, timeout_ms) < 0)
+        return -EINVAL;
+    if (o->cpu && !quantity_ok(o->cpu)) {
+        fprintf(stderr, "cwsfs: cpu= must be a quantity such as 2, 0.5 or 500m (got `%s')\n",
+                o->cpu);
+        return -EINVAL;
+    }
+    if (o->memory && !quantity_ok(o->memory)) {
+        fprintf(stderr, "cwsfs: memory= must be a quantity such as 512Mi, 4Gi or 1G (got `%s')\n",
+                o->memory);
+        return -EINVAL;
+    }
+    if (o->image && !o->image[0]) {
+        fprintf(stderr, "cwsfs: image= needs an image reference\n");
+        return -EINVAL;
+    }
+    if (o->command && !o->command[0]) {
+        fprintf(stderr, "cwsfs: command= needs a command line\n");
+        return -EINVAL;
+    }
+    for (i = 0; i < o->ntags; i++) {
+        if (!tag_ok(o->tags[i])) {
+            fprintf(stderr,
+                    "cwsfs: bad tag `%s': tags are 1 to %d letters, digits, '.', '_' "
+                    "or '-', ending with a letter or digit\n",
+                    o->tags[i], TAG_MAX);
+            return -EINVAL;
+        }
+    }
+    for (i = 0; i < o->nenv; i++) {
+        if (!env_ok(o->env[i])) {
+            fprintf(stderr,
+                    "cwsfs: env= takes NAME=VALUE with NAME of letters, digits and "
+                    "'_' (got `%s')\n",
+                    o->env[i]);
+            return -EINVAL;
+        }
+    }
+    if (o->spool && absolute_dir("spool=", &o->spool, 1) < 0)
+        return -EINVAL;
+    if (o->backend && absolute_dir("backend=", &o->backend, 0) < 0)
+        return -EINVAL;
+
+    fo->image = o->image;
+    fo->command = o->command;
+    fo->tags = o->tags;
+    fo->ntags = o->ntags;
+    fo->env = o->env;
+    fo->nenv = o->nenv;
+    fo->cpu = o->cpu;
+    fo->memory = o->memory;
+    fo->cleanup = o->cleanup;
+    fo->spool_dir = o->spool;
+    return 0;
+}
+
+/* Name the filesystem in /proc/mounts: fsname is the mount source (or "cwsfs"),
+ * subtype "cwsfs", unless the user chose them. */
+static int add_names(struct fuse_args *args, const struct cmd_opts *o)
+{
+    const char *source = o->nnonopt == 2 ? o->nonopt[0] : "cwsfs";
+    char *names = NULL, *opt = NULL, *arg = NULL;
+    int rc = -ENOMEM;
+
+    if (o->has_fsname && o->has_subtype)
+        return 0;
+    if (!o->has_subtype && fuse_opt_add_opt(&names, "subtype=cwsfs") < 0)
+        goto out;
+    if (!o->has_fsname) {
+        if (asprintf(&opt, "fsname=%s", source) < 0) {
+            opt = NULL;
+            goto out;
+        }
+        if (fuse_opt_add_opt_escaped(&names, opt) < 0)
+            goto out;
+    }
+    if (asprintf(&arg, "-o%s", names) < 0) {
+        arg = NULL;
+        goto out;
+    }
+    rc = fuse_opt_add_arg(args, arg) < 0 ? -ENOMEM : 0;
+out:
+    free(names);
+    free(opt);
+    free(arg);
+    return rc;
+}
+
+/* Let libfuse judge its own options on a copy now, so a typo fails before a backend
+ * starts or the network is used. The throwaway session is never mounted. */
+static int check_fuse_options(const struct fuse_args *args)
+{
+    static const struct fuse_lowlevel_ops no_ops;
+    struct fuse_args copy = FUSE_ARGS_INIT(0, NULL);
+    struct fuse_session *se;
+    int i, rc = -EINVAL;
+
+    for (i = 0; i < args->argc; i++)
+        if (fuse_opt_add_arg(&copy, args->argv[i]) < 0)
+            goto out;
+    se = fuse_session_new(&copy, &no_ops, sizeof(no_ops), NULL);
+    if (se) {
+        fuse_session_destroy(se);
+        rc = 0;
+    }
+out:
+    fuse_opt_free_args(&copy);
+    return rc;
+}
+
+/* ---- the start-up check ----------------------------------------------------------- */
+
+struct check {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done;      /* lock */
+    int err;       /* lock */
+    long status;   /* lock */
+    char code[64]; /* lock */
+    char msg[512]; /* lock */
+};
+
+/* Server text goes to a terminal: no control characters. */
+static void copy_printable(char *dst, size_t size, const char *src)
+{
+    size_t i;
+
+    snprintf(dst, size, "%s", src ? src : "");
+    for (i = 0; dst[i]; i++)
+        if ((unsigned char)dst[i] < 0x20 || dst[i] == 0x7f)
+            dst[i] = ' ';
+}
+
+static void check_done(uint64_t call_id, const struct api_result *res, void *ud)
+{
+    struct check *c = ud;
+
+    pthread_mutex_lock(&c->lock);
+    c->err = res->err;
+    c->status = res->http_status;
+    copy_printable(c->code, sizeof(c->code), res->error.code);
+    copy_printable(c->msg, sizeof(c->msg), res->error.message);
+    c->done = 1;
+    pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static const char *auth_name(enum api_auth auth)
+{
+    switch (auth) {
+    case API_AUTH_BEARER:
+        return "cwsandbox";
+    case API_AUTH_WANDB:
+        return "wandb";
+    default:
+        return "none";
+    }
+}
+
+/* One ListSandboxes {"pageSize":1}, waited for. Returns 0 or -errno after saying
+ * what went wrong on stderr. */
+static int check_service(const char *where, enum api_auth auth, long timeout_ms)
+{
+    struct check c = {.err = 0};
+    pthread_condattr_t attr;
+    struct timespec now, until;
+    long limit = (timeout_ms > 0 ? timeout_ms : DEFAULT_UNARY_TIMEOUT_MS) + CHECK_GRACE_MS;
+    long waited = 0;
+    int cancelled = 0, rc;
+    json_t *req;
+    uint64_t id;
+
+    pthread_mutex_init(&c.lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&c.cond, &attr);
+    pthread_condattr_destroy(&attr);
+
+    req = json_pack("{s:i}", "pageSize", 1);
+    id = req ? api_unary("ListSandboxes", req, 1, check_done, &c) : 0;
+    if (!id) {
+        fprintf(stderr, "cwsfs: cannot start a call to %s\n", where);
+        rc = -EIO;
+        goto out;
+    }
+    pthread_mutex_lock(&c.lock);
+    while (!c.done) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        until = now;
+        until.tv_nsec += CHECK_SLICE_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c.cond, &c.lock, &until);
+        waited += CHECK_SLICE_MS;
+        if (!c.done && !cancelled && (startup_signal || waited >= limit)) {
+            /* The done callback still comes (with -ECANCELED): keep waiting for it. */
+            cancelled = 1;
+            pthread_mutex_unlock(&c.lock);
+            api_cancel(id);
+            pthread_mutex_lock(&c.lock);
+        }
+    }
+    pthread_mutex_unlock(&c.lock);
+
+    rc = c.err;
+    if (rc == 0)
+        goto out;
+    if (startup_signal) {
+        fprintf(stderr, "cwsfs: interrupted while checking %s\n", where);
+    } else if (cancelled) {
+        fprintf(stderr, "cwsfs: no answer from %s within %ld s\n", where, limit / 1000);
+        rc = -ETIMEDOUT;
+    } else if (c.status == 401 || c.status == 403 || strcmp(c.code, "unauthenticated") == 0 ||
+               strcmp(c.code, "permission_denied") == 0) {
+        if (auth == API_AUTH_NONE)
+            fprintf(stderr,
+                    "cwsfs: %s wants credentials (%s%s%s); set CWSANDBOX_API_KEY or "
+                    "WANDB_API_KEY, or give -o api_key_file=PATH\n",
+                    where, c.code, c.msg[0] ? ": " : "", c.msg);
+        else
+            fprintf(stderr, "cwsfs: %s refused the credentials (auth=%s; %s%s%s)\n", where,
+                    auth_name(auth), c.code, c.msg[0] ? ": " : "", c.msg);
+        rc = -EACCES;
+    } else if (strcmp(c.code, "unavailable") == 0 || rc == -EHOSTUNREACH) {
+        fprintf(stderr, "cwsfs: cannot reach %s: %s\n", where, c.msg[0] ? c.msg : c.code);
+    } else {
+        fprintf(stderr, "cwsfs: %s answered ListSandboxes with %s%s%s (HTTP %ld)\n", where,
+                c.code[0] ? c.code : strerror(-rc), c.msg[0] ? ": " : "", c.msg, c.status);
+    }
+out:
+    pthread_cond_destroy(&c.cond);
+    pthread_mutex_destroy(&c.lock);
+    return rc;
+}
+
+static void fill_api_config(struct api_config *ac, const struct config *cfg, int http1,
+                            long timeout_ms)
+{
+    memset(ac, 0, sizeof(*ac));
+    ac->base_url = cfg->base_url;
+    ac->unix_socket = cfg->unix_socket;
+    ac->auth = cfg->auth;
+    ac->api_key = cfg->api_key;
+    ac->wandb_entity = cfg->wandb_entity;
+    ac->wandb_project = cfg->wandb_project;
+    ac->http1 = http1;
+    ac->unary_timeout_ms = timeout_ms;
+}
+
+/* Replace the (empty) endpoint of a local-backend config with the backend's. */
+static int use_backend(struct config *cfg, const struct backend *be)
+{
+    const char *sock = backend_unix_socket(be);
+
+    free(cfg->base_url);
+    free(cfg->unix_socket);
+    cfg->base_url = strdup(backend_base_url(be));
+    cfg->unix_socket = sock ? strdup(sock) : NULL;
+    if (!cfg->base_url || (sock && !cfg->unix_socket))
+        return -ENOMEM;
+    return 0;
+}
+
+/* libfuse reopens 0-2 at mount time; do it first so no file we open lands there. */
+static void ensure_std_fds(void)
+{
+    int fd;
+
+    do {
+        fd = open("/dev/null", O_RDWR);
+        if (fd > 2)
+            close(fd);
+    } while (fd >= 0 && fd <= 2);
+}
+
+int main(int argc, char *argv[])
+{
+    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+    struct fuse_cmdline_opts fuse_opts;
+    struct cmd_opts o;
+    struct fs_options fs_opts;
+    struct config_overrides ov;
+    struct config cfg;
+    struct api_config ac;
+    struct backend_options bo;
+    struct backend *be = NULL;
+    struct fuse_session *se = NULL;
+    char mountpoint[PATH_MAX], where[PATH_MAX + 16], err[4096];
+    int api_up = 0, fs_up = 0, handlers = 0, mounted = 0;
+    long timeout_ms = 0;
+    int ret = 1, rc;
+
+    memset(&o, 0, sizeof(o));
+    memset(&fuse_opts, 0, sizeof(fuse_opts));
+    memset(&cfg, 0, sizeof(cfg));
+    ensure_std_fds();
+
+    if (fuse_opt_parse(&args, &o, option_spec, option_proc) < 0)
+        goto out;
+    /* Before fuse_parse_cmdline, which would otherwise name the subtype after argv[0]
+     * (mount.fuse.cwsfs when run through the symlink). */
+    if (add_names(&args, &o) < 0)
+        goto out;
+    if (fuse_parse_cmdline(&args, &fuse_opts) != 0)
+        goto out;
+    if (fuse_opts.show_help) {
+        usage("cwsfs");
+        fuse_cmdline_help();
+        fuse_lowlevel_help();
+        ret = 0;
+        goto out;
+    }
+    if (fuse_opts.show_version) {
+        printf("cwsfs version %s\n", CWSFS_VERSION);
+        fflush(stdout);
+        fuse_lowlevel_version();
+        ret = 0;
+        goto out;
+    }
+    if (fuse_opts.debug)
+        log_set_level(LOG_LVL_DEBUG);
+    if (o.nnonopt == 0) {
+        fprintf(stderr, "cwsfs: no mountpoint given (see cwsfs -h)\n");
+        goto out;
+    }
+    if (!realpath(o.nonopt[o.nnonopt - 1], mountpoint)) {
+        fprintf(stderr, "cwsfs: bad mountpoint %s: %s\n", o.nonopt[o.nnonopt - 1], strerror(errno));
+        goto out;
+    }
+    if (validate(&o, &fs_opts, &timeout_ms) < 0)
+        goto out;
+    if (check_fuse_options(&args) < 0)
+        goto out;
+
+    startup_signals(1);
+    ov.endpoint = o.endpoint;
+    ov.auth = o.auth;
+    ov.api_key_file = o.api_key_file;
+    rc = config_resolve(&ov, &cfg, err, sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "cwsfs: %s\n", err);
+        goto out;
+    }
+    if (cfg.use_local_backend) {
+        memset(&bo, 0, sizeof(bo));
+        bo.dir = o.backend;
+        bo.base_dir = o.spool;
+        bo.cancel = &startup_signal;
+        rc = backend_start(&bo, &be, err, sizeof(err));
+        if (rc < 0) {
+            fprintf(stderr, "cwsfs: %s\n", err);
+            goto out;
+        }
+        fprintf(stderr,
+                "cwsfs: no endpoint or credentials set; started the local backend at %s "
+                "(state in %s)\n",
+                backend_url(be), backend_state_dir(be));
+        if (use_backend(&cfg, be) < 0)
+            goto out;
+    }
+    if (cfg.unix_socket)
+        snprintf(where, sizeof(where), "unix:%s", cfg.unix_socket);
+    else
+        snprintf(where, sizeof(where), "%s", cfg.base_url);
+
+    /* The check, with an API client that ends before the fork. */
+    fill_api_config(&ac, &cfg, o.http1, timeout_ms);
+    ac.max_retries = CHECK_RETRIES;
+    rc = api_init(&ac);
+    if (rc < 0) {
+        fprintf(stderr, "cwsfs: cannot set up the API client for %s: %s\n", where, strerror(-rc));
+        goto out;
+    }
+    api_up = 1;
+    rc = check_service(where, cfg.auth, timeout_ms);
+    api_shutdown();
+    api_up = 0;
+    if (rc < 0)
+        goto out;
+    log_debug("%s answers (auth=%s)", where, auth_name(cfg.auth));
+
+    /* fs_init starts no threads (it makes the spool directory): before the fork, so
+     * its failures reach the terminal. */
+    rc = fs_init(&fs_opts);
+    if (rc < 0) {
+        fprintf(stderr, "cwsfs: cannot set up the filesystem: %s\n", strerror(-rc));
+        goto out;
+    }
+    fs_up = 1;
+    se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), NULL);
+    if (!se)
+        goto out;
+    fs_set_session(se);
+    startup_signals(0);
+    if (startup_signal)
+        goto out;
+    if (fuse_set_signal_handlers(se) != 0)
+        goto out;
+    handlers = 1;
+    if (fuse_session_mount(se, mountpoint) != 0)
+        goto out;
+    mounted = 1;
+    if (fuse_daemonize(fuse_opts.foreground) != 0)
+        goto out;
+    if (!fuse_opts.foreground)
+        log_use_syslog(1);
+
+    /* In the process that serves: threads start here. */
+    ac.max_retries = 0;
+    rc = api_init(&ac);
+    if (rc < 0) {
+        log_error("cannot start the API client for %s: %s", where, strerror(-rc));
+        goto out;
+    }
+    api_up = 1;
+    log_info("mounted %s on %s (auth=%s)", where, mountpoint, auth_name(cfg.auth));
+
+    if (fuse_opts.singlethread) {
+        rc = fuse_session_loop(se);
+    } else {
+        struct fuse_loop_config loop = {
+            .clone_fd = fuse_opts.clone_fd,
+            .max_idle_threads = fuse_opts.max_idle_threads,
+        };
+
+        /* "Not given" is UINT_MAX, which this libfuse rejects with a message. */
+        if (loop.max_idle_threads == UINT_MAX)
+            loop.max_idle_threads = DEFAULT_IDLE_THREADS;
+
+        rc = fuse_session_loop_mt(se, &loop);
+    }
+    /* A positive value is the signal that ended the loop: a normal unmount. */
+    if (rc < 0)
+        log_error("the FUSE loop failed: %s", strerror(-rc));
+    else
+        ret = 0;
+out:
+    if (handlers)
+        fuse_remove_signal_handlers(se);
+    if (mounted)
+        fuse_session_unmount(se);
+    /* fs_destroy may stop sandboxes through the API (cleanup), so only while it runs;
+     * before the API came up in the daemon this mount created none. */
+    if (fs_up && api_up)
+        fs_destroy();
+    /* Calls still in flight are answered here and may reply to FUSE requests: the
+     * session outlives them. */
+    if (api_up)
+        api_shutdown();
+    if (fs_up)
+        fs_free();
+    if (se)
+        fuse_session_destroy(se);
+    if (be)
+        backend_stop(be);
+    startup_signals(0);
+    config_free(&cfg);
+    opts_free(&o);
+    free(fuse_opts.mountpoint);
+    fuse_opt_free_args(&args);
+    return ret;
+}
