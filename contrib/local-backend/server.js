@@ -103,6 +103,10 @@ function logLine(s) {
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 async function main() {
+  // A reader of our output that went away must not kill the server (and leave
+  // its sandboxes' files behind): ignore EPIPE on stdout and stderr.
+  process.stdout.on("error", () => {});
+  process.stderr.on("error", () => {});
   const opts = parseArgs(process.argv.slice(2));
   // Loaded here so that --help works without a build.
   const { SandboxService } = require("./lib/schema");
@@ -295,6 +299,11 @@ async function main() {
     if (createdStateDir) await fsp.rm(stateDir, { recursive: true, force: true });
     process.exit(0);
   };
+  process.on("uncaughtException", (e) => {
+    logLine(`internal error: ${e.stack || e}`);
+    stop("internal error");
+  });
+  process.on("SIGPIPE", () => {});
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGHUP", () => stop("SIGHUP"));

@@ -169,9 +169,31 @@ class Manager {
     }
   }
 
+  // Remove the cgroups of servers of ours that died without cleaning up.
+  reapStaleCgroups(base) {
+    const roots = fs.existsSync(path.join(base, "cgroup.controllers")) ? [base] : ["memory", "pids", "cpu"].map((c) => path.join(base, c));
+    for (const root of roots) {
+      let names = [];
+      try {
+        names = fs.readdirSync(root).filter((n) => /^cwsandbox-local-[0-9]+$/.test(n));
+      } catch {}
+      for (const n of names) {
+        const pid = parseInt(n.slice(16), 10);
+        if (fs.existsSync(`/proc/${pid}`)) continue;
+        const dir = path.join(root, n);
+        try {
+          for (const sub of fs.readdirSync(dir, { withFileTypes: true })) if (sub.isDirectory()) fs.rmdirSync(path.join(dir, sub.name));
+          fs.rmdirSync(dir);
+          this.log(`removed stale cgroup ${dir}`);
+        } catch {}
+      }
+    }
+  }
+
   setupCgroups() {
     const base = "/sys/fs/cgroup";
     const name = `cwsandbox-local-${process.pid}`;
+    this.reapStaleCgroups(base);
     const cg = {};
     const v2 = fs.existsSync(path.join(base, "cgroup.controllers"));
     try {

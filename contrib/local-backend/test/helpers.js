@@ -42,6 +42,9 @@ async function startServer(extraArgs = [], { listen = "127.0.0.1:0" } = {}) {
       const done = new Promise((r) => proc.once("exit", (code) => r(code)));
       proc.kill("SIGTERM");
       const code = await done;
+      // what the server left behind, for the tests to look at
+      srv.stateLeft = fs.existsSync(stateDir);
+      srv.addrFileLeft = fs.existsSync(addrFile);
       fs.rmSync(dir, { recursive: true, force: true });
       return code;
     },
