@@ -878,7 +878,11 @@ int api_init(const struct api_config *cfg)
     if (!api.multi)
         goto out;
     curl_multi_setopt(api.multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
-    curl_multi_setopt(api.multi, CURLMOPT_MAX_HOST_CONNECTIONS, API_MAX_HOST_CONNECTIONS);
+    /* Without reuse every call is its own connection, and a running exec's stream
+     * holds one for as long as the command runs: a cap would stall new calls
+     * behind long commands, so there is none. */
+    curl_multi_setopt(api.multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+                      api.no_reuse ? 0L : API_MAX_HOST_CONNECTIONS);
 
     pthread_mutex_lock(&counts_lock);
     nrpcs = 0;
