@@ -245,7 +245,9 @@ async function main() {
   h2.on("sessionError", () => {});
   const sockets = new Set();
   // One listener for HTTP/1.1 and h2c with prior knowledge: peek at the preface.
-  const server = net.createServer((sock) => {
+  // noDelay: streamed output is many small writes; Nagle would hold each one back
+  // until the client's delayed ACK (tens of ms).
+  const server = net.createServer({ noDelay: true }, (sock) => {
     sockets.add(sock);
     sock.on("close", () => sockets.delete(sock));
     sock.on("error", () => {});
