@@ -29,8 +29,7 @@ struct config_overrides {
 /* Resolve: overrides, then CWSANDBOX_BASE_URL/CWSANDBOX_API_KEY, then
  * WANDB_SANDBOX_BASE_URL/WANDB_API_KEY (or ~/.netrc machine api.wandb.ai), WANDB_ENTITY,
  * WANDB_PROJECT. Returns 0 or -errno with err set to a sentence for the user. */
-int config_resolve(const struct config_overrides *ov, struct config *cfg, char *err,
-                   size_t errlen);
+int config_resolve(const struct config_overrides *ov, struct config *cfg, char *err, size_t errlen);
 /* The password of machine `machine` in a netrc text; malloc'ed or NULL. */
 char *config_netrc_password(const char *netrc_text, const char *machine);
 void config_free(struct config *cfg);

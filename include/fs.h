@@ -21,11 +21,11 @@ struct fs_options {
     size_t ntags;
     char **env; /* "K=V" */
     size_t nenv;
-    long lifetime;      /* maxLifetimeSeconds, 0 = service default */
-    const char *cpu;    /* Kubernetes quantities, NULL = unset */
+    long lifetime;   /* maxLifetimeSeconds, 0 = service default */
+    const char *cpu; /* Kubernetes quantities, NULL = unset */
     const char *memory;
-    long gpu;           /* 0 = none */
-    int cleanup;        /* stop this mount's sandboxes at unmount */
+    long gpu;              /* 0 = none */
+    int cleanup;           /* stop this mount's sandboxes at unmount */
     const char *spool_dir; /* output and file spools; default $XDG_RUNTIME_DIR or /tmp */
 };
 

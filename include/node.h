@@ -37,8 +37,8 @@ enum pseudo {
     P_STDOUT, /* link in NAME/, stream in exec/N/ */
     P_STDERR,
     P_EXIT,
-    P_ROOT, /* link */
-    P_CMD,  /* exec/N/cmd */
+    P_ROOT,    /* link */
+    P_CMD,     /* exec/N/cmd */
     P_XSTATUS, /* exec/N/status */
 };
 
@@ -56,8 +56,8 @@ struct node {
 
 void node_init(void);
 /* Find or make the node; does not count a lookup (see node_looked_up). NULL on ENOMEM. */
-struct node *node_get(enum node_kind kind, enum pseudo file, struct sandbox *sb,
-                      unsigned exec_no, const char *path);
+struct node *node_get(enum node_kind kind, enum pseudo file, struct sandbox *sb, unsigned exec_no,
+                      const char *path);
 struct node *node_by_ino(fuse_ino_t ino);
 void node_looked_up(struct node *n);
 void node_forget(struct node *n, uint64_t count);

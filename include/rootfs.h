@@ -38,15 +38,14 @@ void rootfs_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi);
 void rootfs_create(fuse_req_t req, struct node *parent, const char *name, mode_t mode,
                    struct fuse_file_info *fi);
 void rootfs_read(fuse_req_t req, struct rootfs_file *f, size_t size, off_t off);
-void rootfs_write(fuse_req_t req, struct rootfs_file *f, const char *buf, size_t size,
-                  off_t off);
+void rootfs_write(fuse_req_t req, struct rootfs_file *f, const char *buf, size_t size, off_t off);
 void rootfs_flush(fuse_req_t req, struct rootfs_file *f);
 void rootfs_release(struct rootfs_file *f);
 
 void rootfs_mkdir(fuse_req_t req, struct node *parent, const char *name, mode_t mode);
 void rootfs_symlink(fuse_req_t req, const char *target, struct node *parent, const char *name);
 void rootfs_unlink(fuse_req_t req, struct node *parent, const char *name, int is_dir);
-void rootfs_rename(fuse_req_t req, struct node *parent, const char *name,
-                   struct node *newparent, const char *newname);
+void rootfs_rename(fuse_req_t req, struct node *parent, const char *name, struct node *newparent,
+                   const char *newname);
 
 #endif

@@ -67,27 +67,26 @@ struct rootfs_file {
     char *spool_path;
     int fd;
     int append;
-    int dirty;      /* the spool differs from the sandbox's file */
-    int uploading;  /* a send is in flight */
-    int failed;     /* the last send failed: keep the spool at release */
-    int released;   /* closed while a send was in flight: freed when it ends */
-    mode_t mode;    /* mode for a file not yet in the sandbox */
+    int dirty;              /* the spool differs from the sandbox's file */
+    int uploading;          /* a send is in flight */
+    int failed;             /* the last send failed: keep the spool at release */
+    int released;           /* closed while a send was in flight: freed when it ends */
+    mode_t mode;            /* mode for a file not yet in the sandbox */
     char *pending_attrs[8]; /* setattr words for after the send (mode, mtime) */
-    uint64_t epoch; /* bumped by each write, to tell writes made during a send */
+    uint64_t epoch;         /* bumped by each write, to tell writes made during a send */
     struct flush_wait *flushes;
 };
 
 typedef void (*rootfs_cmd_fn)(struct sandbox *sb, int err, int exit_code, const char *out,
-                            size_t outlen, const char *errtext, void *ud);
+                              size_t outlen, const char *errtext, void *ud);
 
 #define SETATTR_SCRIPT                                                                             \
-    "p=$1; shift; while [ $# -gt 0 ]; do case $1 in "                                             \
+    "p=$1; shift; while [ $# -gt 0 ]; do case $1 in "                                              \
     "mode) chmod -- \"$2\" \"$p\" || exit;; "                                                      \
     "size) truncate -s \"$2\" -- \"$p\" || exit;; "                                                \
     "owner) chown -h -- \"$2\" \"$p\" || exit;; "                                                  \
     "mtime) touch -h -m -d \"$2\" -- \"$p\" || exit;; "                                            \
     "esac; shift 2; done"
-
 
 /* Paths inside the sandbox, always absolute; results malloc'ed (base: borrowed). */
 char *rootfs_path_join(const char *dir, const char *name);

@@ -86,8 +86,8 @@ struct sandbox {
     int create_inflight, poll_inflight, delete_inflight;
     long poll_delay_ms;
     int poll_scheduled;
-    struct sb_cont *conts; /* continuations waiting for running or terminal */
-    int stopping;          /* DeleteSandbox sent: poll until terminal */
+    struct sb_cont *conts;  /* continuations waiting for running or terminal */
+    int stopping;           /* DeleteSandbox sent: poll until terminal */
     struct timespec polled; /* last GetSandbox answer, CLOCK_MONOTONIC */
 
     struct stream events;
@@ -104,7 +104,7 @@ struct sandbox {
     char *snapshots; /* ids, one a line */
     struct timespec mtime;
 
-    struct rootfs_cache *dircache; /* rootfs.c's */
+    struct rootfs_cache *dircache;       /* rootfs.c's */
     struct ctl_job *ctl_head, *ctl_tail; /* control.c's jobs, run in order */
 
     UT_hash_handle hh; /* sandboxes by name */

@@ -15,8 +15,7 @@
 #include "pbjson.h"
 #include "sandbox.h"
 
-static const char *const stream_names[] = {"STREAM_UNSPECIFIED", "STREAM_STDOUT",
-                                           "STREAM_STDERR"};
+static const char *const stream_names[] = {"STREAM_UNSPECIFIED", "STREAM_STDOUT", "STREAM_STDERR"};
 
 struct exec *exec_get(struct sandbox *sb, unsigned no)
 {

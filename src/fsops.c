@@ -56,15 +56,25 @@ static const struct {
     const char *name;
     enum pseudo file;
     enum node_kind kind;
-} sandbox_entries[] = {
-    {"ctl", P_CTL, N_FILE},         {"status", P_STATUS, N_FILE}, {"events", P_EVENTS, N_FILE},
-    {"id", P_ID, N_FILE},           {"snapshots", P_SNAPSHOTS, N_FILE},
-    {"spec", P_SPEC, N_FILE},       {"error", P_ERROR, N_FILE},   {"logs", P_LOGS, N_FILE},
-    {"stdout", P_STDOUT, N_LINK},   {"stderr", P_STDERR, N_LINK}, {"exit", P_EXIT, N_LINK},
-    {"exec", P_CTL, N_EXECS},       {"root", P_ROOT, N_LINK},
-}, exec_entries[] = {
-    {"cmd", P_CMD, N_FILE},       {"stdout", P_STDOUT, N_FILE}, {"stderr", P_STDERR, N_FILE},
-    {"exit", P_EXIT, N_FILE},     {"status", P_XSTATUS, N_FILE},
+} sandbox_entries[] =
+    {
+        {"ctl", P_CTL, N_FILE},
+        {"status", P_STATUS, N_FILE},
+        {"events", P_EVENTS, N_FILE},
+        {"id", P_ID, N_FILE},
+        {"snapshots", P_SNAPSHOTS, N_FILE},
+        {"spec", P_SPEC, N_FILE},
+        {"error", P_ERROR, N_FILE},
+        {"logs", P_LOGS, N_FILE},
+        {"stdout", P_STDOUT, N_LINK},
+        {"stderr", P_STDERR, N_LINK},
+        {"exit", P_EXIT, N_LINK},
+        {"exec", P_CTL, N_EXECS},
+        {"root", P_ROOT, N_LINK},
+},
+  exec_entries[] = {
+      {"cmd", P_CMD, N_FILE},   {"stdout", P_STDOUT, N_FILE},  {"stderr", P_STDERR, N_FILE},
+      {"exit", P_EXIT, N_FILE}, {"status", P_XSTATUS, N_FILE},
 };
 #define NELEM(a) (sizeof(a) / sizeof(*(a)))
 
@@ -172,8 +182,8 @@ static int is_stream(const struct node *n)
 {
     if (n->kind != N_FILE)
         return 0;
-    return n->file == P_EVENTS || n->file == P_LOGS || n->file == P_STDOUT ||
-           n->file == P_STDERR || n->file == P_EXIT;
+    return n->file == P_EVENTS || n->file == P_LOGS || n->file == P_STDOUT || n->file == P_STDERR ||
+           n->file == P_EXIT;
 }
 
 static struct stream *node_stream(struct node *n)
@@ -429,8 +439,9 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         fuse_reply_err(req, ENOENT);
     } else if (n->kind == N_ROOTFS) {
         rootfs_setattr(req, n, attr, to_set, fi ? (struct rootfs_file *)(uintptr_t)fi->fh : NULL);
-    } else if (to_set & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
-                          FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME)) {
+    } else if (to_set &
+               ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+                 FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME)) {
         fuse_reply_err(req, EPERM);
     } else if ((to_set & FUSE_SET_ATTR_SIZE) && !(n->kind == N_FILE && n->file == P_CTL)) {
         fuse_reply_err(req, EACCES);
@@ -460,7 +471,9 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
             rc = asprintf(&target, "../.root/%s", n->sb->name);
         else
             rc = asprintf(&target, "exec/%u/%s", n->sb->nexecs,
-                          n->file == P_STDOUT ? "stdout" : n->file == P_STDERR ? "stderr" : "exit");
+                          n->file == P_STDOUT   ? "stdout"
+                          : n->file == P_STDERR ? "stderr"
+                                                : "exit");
         if (rc < 0)
             fuse_reply_err(req, ENOMEM);
         else
@@ -597,9 +610,7 @@ static void pseudo_readdir(fuse_req_t req, struct node *dir, struct handle *h, s
             if (used + need > size)
                 break;
             if (i >= 2) {
-                struct node *c = dir->kind == N_DOTROOT
-                                     ? NULL
-                                     : child_of(dir, d->name);
+                struct node *c = dir->kind == N_DOTROOT ? NULL : child_of(dir, d->name);
                 if (c && node_attr(c, &e.attr) == 0) {
                     node_looked_up(c);
                     e.ino = c->ino;

@@ -32,8 +32,8 @@ void node_init(void)
     HASH_ADD(hh_ino, nodes_by_ino, ino, sizeof(fuse_ino_t), &root_node);
 }
 
-struct node *node_get(enum node_kind kind, enum pseudo file, struct sandbox *sb,
-                      unsigned exec_no, const char *path)
+struct node *node_get(enum node_kind kind, enum pseudo file, struct sandbox *sb, unsigned exec_no,
+                      const char *path)
 {
     if (kind == N_MOUNT)
         return &root_node;

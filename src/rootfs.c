@@ -20,7 +20,6 @@
 
 /* ---- lookup, getattr, readlink ---- */
 
-
 static void fill_entry(struct sandbox *sb, const char *path, const struct rf_entry *e,
                        struct fuse_entry_param *ep)
 {
@@ -202,8 +201,7 @@ static void opendir_listed(struct sandbox *sb, int err, struct dirlist *dl, void
     err = -ENOMEM;
     d = calloc(1, sizeof(*d));
     size_t count = HASH_COUNT(dl->entries);
-    if (!d || !(d->path = strdup(rc->path)) ||
-        !(d->names = calloc(count + 1, sizeof(char *))) ||
+    if (!d || !(d->path = strdup(rc->path)) || !(d->names = calloc(count + 1, sizeof(char *))) ||
         !(d->st = calloc(count + 1, sizeof(struct stat))))
         goto fail;
     for (struct rf_entry *e = dl->entries; e; e = e->hh.next) {
@@ -305,8 +303,8 @@ static void entry_listed(struct sandbox *sb, int err, struct dirlist *dl, void *
     lookup_listed(sb, err, dl, ud);
 }
 
-static void on_changed_entry(struct sandbox *sb, int err, int code, const char *out,
-                             size_t outlen, const char *errtext, void *ud)
+static void on_changed_entry(struct sandbox *sb, int err, int code, const char *out, size_t outlen,
+                             const char *errtext, void *ud)
 {
     struct rootfs_req *rc = ud;
     if (!err && code != 0)

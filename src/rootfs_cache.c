@@ -24,11 +24,6 @@
 
 /* ---- directory listings ---- */
 
-
-
-
-
-
 static void dirlist_clear_entries(struct dirlist *dl)
 {
     struct rf_entry *e, *tmp;
@@ -153,14 +148,17 @@ static void on_listed(struct sandbox *sb, int err, int code, const char *out, si
         return;
     dl->inflight = 0;
     if (!err && code != 0 && outlen == 0)
-        err = sandbox_fail(sb, rootfs_errno_from_stderr(errtext), "listing %s: %s", dl->path, errtext);
+        err = sandbox_fail(sb, rootfs_errno_from_stderr(errtext), "listing %s: %s", dl->path,
+                           errtext);
     if (!err) {
         dirlist_clear_entries(dl);
         int rc = listing_parse(out, outlen, add_entry, dl);
         if (rc < 0) {
             dirlist_clear_entries(dl);
-            err = sandbox_fail(sb, EIO, "listing %s: output not understood (is GNU find "
-                                        "installed in the image?)", dl->path);
+            err = sandbox_fail(sb, EIO,
+                               "listing %s: output not understood (is GNU find "
+                               "installed in the image?)",
+                               dl->path);
         } else {
             dl->valid = 1;
             clock_gettime(CLOCK_MONOTONIC, &dl->fetched);
@@ -207,7 +205,6 @@ void rootfs_with_listing(struct sandbox *sb, const char *dir, dirlist_fn fn, voi
     listing_argv(dl->path, argv);
     rootfs_run_cmd(sb, argv, on_listed, strdup(dl->path));
 }
-
 
 /* A file open here whose spool has not reached the sandbox yet answers stat itself. */
 struct rootfs_file *rootfs_unsent_file(struct sandbox *sb, const char *path)

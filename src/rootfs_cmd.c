@@ -61,12 +61,18 @@ int rootfs_errno_from_stderr(const char *text)
         const char *words;
         int err;
     } table[] = {
-        {"No such file or directory", ENOENT}, {"Permission denied", EACCES},
-        {"File exists", EEXIST},               {"Directory not empty", ENOTEMPTY},
-        {"Not a directory", ENOTDIR},          {"Is a directory", EISDIR},
-        {"Operation not permitted", EPERM},    {"Read-only file system", EROFS},
-        {"No space left on device", ENOSPC},   {"Invalid argument", EINVAL},
-        {"subdirectory of itself", EINVAL},    {"File name too long", ENAMETOOLONG},
+        {"No such file or directory", ENOENT},
+        {"Permission denied", EACCES},
+        {"File exists", EEXIST},
+        {"Directory not empty", ENOTEMPTY},
+        {"Not a directory", ENOTDIR},
+        {"Is a directory", EISDIR},
+        {"Operation not permitted", EPERM},
+        {"Read-only file system", EROFS},
+        {"No space left on device", ENOSPC},
+        {"Invalid argument", EINVAL},
+        {"subdirectory of itself", EINVAL},
+        {"File name too long", ENAMETOOLONG},
         {"Too many levels of symbolic links", ELOOP},
         {"Disk quota exceeded", EDQUOT},
     };
@@ -77,7 +83,6 @@ int rootfs_errno_from_stderr(const char *text)
 }
 
 /* ---- running a command ---- */
-
 
 struct cmd_ctx {
     struct sandbox *sb;

@@ -25,8 +25,6 @@
 
 /* ---- open files ---- */
 
-
-
 static struct rootfs_file *file_new(struct sandbox *sb, const char *path, int flags)
 {
     struct rootfs_file *f = calloc(1, sizeof(*f));
@@ -50,7 +48,6 @@ static struct rootfs_file *file_new(struct sandbox *sb, const char *path, int fl
         DL_APPEND(sb->dircache->open_files, f);
     return f;
 }
-
 
 static void file_free(struct rootfs_file *f)
 {
@@ -166,8 +163,8 @@ static void fetch_done(uint64_t call, const struct api_result *res, void *ud)
         sandbox_fail(sb, -err, "read %s: StreamExec: %s: %s", fc->f->path, res->error.code,
                      res->error.message ? res->error.message : "");
     else if (!fc->ended || fc->exit_code != 0)
-        err = sandbox_fail(sb, rootfs_errno_from_stderr(fc->errtext), "read %s: cat: %s", fc->f->path,
-                           fc->errtext ? fc->errtext : "no exit code");
+        err = sandbox_fail(sb, rootfs_errno_from_stderr(fc->errtext), "read %s: cat: %s",
+                           fc->f->path, fc->errtext ? fc->errtext : "no exit code");
     open_finish(fc->rc, err);
     free(fc->errtext);
     free(fc->body);
@@ -460,9 +457,8 @@ static void flushes_answer(struct rootfs_file *f, int err)
         file_free(f);
 }
 
-
-static void pending_applied(struct sandbox *sb, int err, int code, const char *out,
-                            size_t outlen, const char *errtext, void *ud)
+static void pending_applied(struct sandbox *sb, int err, int code, const char *out, size_t outlen,
+                            const char *errtext, void *ud)
 {
     struct rootfs_file *f = ud;
     if (!err && code != 0)
@@ -499,8 +495,8 @@ static void upload_finish(struct upload_ctx *uc, int err)
     }
     if (err) {
         f->failed = 1;
-        sandbox_fail(f->sb, -err, "%s: not saved in the sandbox; the data is kept in %s",
-                     f->path, f->spool_path);
+        sandbox_fail(f->sb, -err, "%s: not saved in the sandbox; the data is kept in %s", f->path,
+                     f->spool_path);
     }
     rootfs_cache_invalidate_parent(f->sb, f->path);
     if (uc->fd >= 0)
@@ -540,9 +536,8 @@ static long upload_body(uint64_t call, char *buf, size_t cap, void *ud)
         uc->pending = NULL;
         uc->pending_len = uc->pending_pos = 0;
         if (uc->stage == 1 && uc->off < uc->size) {
-            size_t want = (size_t)(uc->size - uc->off) < STREAM_CHUNK
-                              ? (size_t)(uc->size - uc->off)
-                              : STREAM_CHUNK;
+            size_t want = (size_t)(uc->size - uc->off) < STREAM_CHUNK ? (size_t)(uc->size - uc->off)
+                                                                      : STREAM_CHUNK;
             char *raw = malloc(want);
             ssize_t got = raw ? pread(uc->fd, raw, want, uc->off) : -1;
             if (got <= 0) {
@@ -602,8 +597,8 @@ static void upload_stream_done(uint64_t call, const struct api_result *res, void
     pthread_mutex_lock(&fs_lock);
     int err = res->err;
     if (err)
-        sandbox_fail(uc->f->sb, -err, "write %s: StreamExec: %s: %s", uc->f->path,
-                     res->error.code, res->error.message ? res->error.message : "");
+        sandbox_fail(uc->f->sb, -err, "write %s: StreamExec: %s: %s", uc->f->path, res->error.code,
+                     res->error.message ? res->error.message : "");
     else if (!uc->ended || uc->exit_code != 0)
         err = sandbox_fail(uc->f->sb, rootfs_errno_from_stderr(uc->errtext), "write %s: %s",
                            uc->f->path, uc->errtext ? uc->errtext : "no exit code");
@@ -635,8 +630,8 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
             upload_finish(uc, -EIO);
             return;
         }
-        json_t *req = json_pack("{s:s, s:s, s:o}", "sandboxId", sb->id, "path", f->path,
-                                "content", pbjson_bytes(data, (size_t)got));
+        json_t *req = json_pack("{s:s, s:s, s:o}", "sandboxId", sb->id, "path", f->path, "content",
+                                pbjson_bytes(data, (size_t)got));
         free(data);
         session.bytes_written += (uint64_t)got;
         /* Writing the same bytes twice is harmless: retry like a read. */

@@ -42,8 +42,8 @@ struct sb_cont {
 };
 
 static const char *const state_enum_names[] = {
-    "STATE_UNSPECIFIED", "STATE_CREATING",   "STATE_RUNNING",    "STATE_COMPLETED", "STATE_FAILED",
-    "STATE_TERMINATING", "STATE_TERMINATED", "STATE_PENDING",    "STATE_PAUSED",
+    "STATE_UNSPECIFIED", "STATE_CREATING",   "STATE_RUNNING", "STATE_COMPLETED", "STATE_FAILED",
+    "STATE_TERMINATING", "STATE_TERMINATED", "STATE_PENDING", "STATE_PAUSED",
 };
 /* The service's enum numbers, in our order. */
 static const enum sb_state state_from_enum[] = {
@@ -53,8 +53,8 @@ static const enum sb_state state_from_enum[] = {
 
 const char *sandbox_state_name(enum sb_state st)
 {
-    static const char *const names[] = {"unstarted", "pending",     "creating",
-                                        "running",   "completed",   "failed",
+    static const char *const names[] = {"unstarted",   "pending",    "creating",
+                                        "running",     "completed",  "failed",
                                         "terminating", "terminated", "paused"};
     return names[st];
 }
@@ -138,9 +138,9 @@ static char *new_request_id(void)
     b[6] = (b[6] & 0x0f) | 0x40; /* version 4 */
     b[8] = (b[8] & 0x3f) | 0x80; /* RFC 4122 variant */
     char *id = NULL;
-    if (asprintf(&id, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-                 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-                 b[13], b[14], b[15]) < 0)
+    if (asprintf(&id, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+                 b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+                 b[14], b[15]) < 0)
         return NULL;
     return id;
 }
@@ -160,8 +160,8 @@ static json_t *default_spec(const char *name)
         free(key);
     }
     json_t *container = json_pack("{s:s, s:s, s:s, s:[s,s]}", "name", "main", "image",
-                                  o->image ? o->image : DEFAULT_IMAGE, "command", "/bin/sh",
-                                  "args", "-c", o->command ? o->command : KEEPALIVE_SCRIPT);
+                                  o->image ? o->image : DEFAULT_IMAGE, "command", "/bin/sh", "args",
+                                  "-c", o->command ? o->command : KEEPALIVE_SCRIPT);
     if (json_object_size(env))
         json_object_set(container, "environmentVariables", env);
     json_decref(env);
@@ -178,9 +178,9 @@ static json_t *default_spec(const char *name)
     json_t *tags = json_array();
     for (size_t i = 0; i < session.ntags; i++)
         json_array_append_new(tags, json_string(session.tags[i]));
-    json_t *spec = json_pack("{s:[o], s:s, s:o, s:{s:s}}", "containers", container,
-                             "primaryContainer", "main", "tags", tags, "annotations",
-                             SANDBOX_NAME_ANNOTATION, name);
+    json_t *spec =
+        json_pack("{s:[o], s:s, s:o, s:{s:s}}", "containers", container, "primaryContainer", "main",
+                  "tags", tags, "annotations", SANDBOX_NAME_ANNOTATION, name);
     if (spec && o->lifetime > 0)
         json_object_set_new(spec, "maxLifetimeSeconds", json_integer(o->lifetime));
     return spec;
@@ -311,8 +311,8 @@ static int needs_poll(const struct sandbox *sb)
 {
     if (!sb->id || sb->removed || sandbox_is_terminal(sb->state))
         return 0;
-    return sb->conts || sb->stopping || sb->events.readers.head ||
-           sb->state == SB_PENDING || sb->state == SB_CREATING;
+    return sb->conts || sb->stopping || sb->events.readers.head || sb->state == SB_PENDING ||
+           sb->state == SB_CREATING;
 }
 
 static void poll_schedule(struct sandbox *sb, long delay_ms);
@@ -329,8 +329,8 @@ static void on_polled(uint64_t call, const struct api_result *res, void *ud)
         /* Gone from the service (deleted elsewhere, or expired and purged). */
         free(sb->state_reason);
         sb->state_reason = strdup("gone");
-        json_t *msg = json_pack("{s:s, s:{s:s}}", "sandboxId", sb->id, "status", "state",
-                                "STATE_TERMINATED");
+        json_t *msg =
+            json_pack("{s:s, s:{s:s}}", "sandboxId", sb->id, "status", "state", "STATE_TERMINATED");
         sandbox_update_from(sb, msg);
         json_decref(msg);
     } else {
@@ -389,8 +389,8 @@ void sandbox_refresh(struct sandbox *sb)
         return;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    long age_ms = (now.tv_sec - sb->polled.tv_sec) * 1000 +
-                  (now.tv_nsec - sb->polled.tv_nsec) / 1000000;
+    long age_ms =
+        (now.tv_sec - sb->polled.tv_sec) * 1000 + (now.tv_nsec - sb->polled.tv_nsec) / 1000000;
     if (age_ms >= 1000)
         poll_now(sb);
     if (needs_poll(sb))
@@ -482,8 +482,8 @@ static void sandbox_start(struct sandbox *sb)
     sb->create_inflight = 1;
     sb->state = SB_PENDING;
     events_line(sb);
-    json_t *req = json_pack("{s:{s:O}, s:s}", "sandbox", "spec", sb->spec, "requestId",
-                            sb->request_id);
+    json_t *req =
+        json_pack("{s:{s:O}, s:s}", "sandbox", "spec", sb->spec, "requestId", sb->request_id);
     sandbox_ref(sb);
     api_unary("CreateSandbox", req, 1, on_created, sb);
 }
@@ -494,8 +494,7 @@ void sandbox_when_running(struct sandbox *sb, sandbox_ready_fn fn, void *ud)
         fn(sb, 0, ud);
         return;
     }
-    if (sandbox_is_terminal(sb->state) || sb->state == SB_TERMINATING ||
-        sb->state == SB_PAUSED) {
+    if (sandbox_is_terminal(sb->state) || sb->state == SB_TERMINATING || sb->state == SB_PAUSED) {
         char line[300];
         sandbox_status_line(sb, line, sizeof(line));
         fn(sb, sandbox_fail(sb, ESRCH, "sandbox is not running: %s", line), ud);
