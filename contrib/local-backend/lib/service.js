@@ -263,6 +263,8 @@ function makeService(m) {
             nextLogOffset: BigInt(off),
           };
         }
+        // output that arrived while we were yielding
+        if (logs.end > off && logs.from(off).length) continue;
         if (!req.follow || logs.closed || TERMINAL.has(sb.state) || ctx.signal.aborted) break;
         await new Promise((resolve) => {
           const done = () => {

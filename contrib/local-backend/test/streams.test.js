@@ -119,6 +119,30 @@ describe("StreamLogs follow", () => {
     });
   }
 
+  test("a slow follower gets output that arrived while it was busy", async () => {
+    const c = h.client(srv.url, "connect-binary");
+    const sb = await c.createSandbox({
+      sandbox: { spec: h.spec({}, { command: "/bin/sh", args: ["-c", 'i=1; while [ $i -le 3000 ]; do echo "l $i"; i=$((i+1)); done; trap "exit 0" TERM; sleep 1000 & wait'] }) },
+    });
+    let want = "";
+    for (let i = 1; i <= 3000; i++) want += `l ${i}\n`;
+    let got = "";
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), 10000);
+    try {
+      for await (const e of c.streamLogs({ sandboxId: sb.sandboxId, follow: true }, { signal: ac.signal })) {
+        got += Buffer.from(e.data).toString();
+        await new Promise((r) => setTimeout(r, 2)); // a slow reader
+        if (got.length >= want.length) break;
+      }
+    } catch (e) {
+      if (!ac.signal.aborted) throw e;
+    }
+    clearTimeout(timer);
+    assert.equal(got, want);
+    await c.deleteSandbox({ sandboxId: sb.sandboxId });
+  });
+
   test("a follower can leave early", async () => {
     const c = h.client(srv.url, "connect-binary");
     const sb = await h.newSandbox(c, {}, { command: "/bin/sh", args: ["-c", "while true; do echo tick; sleep 0.05; done"] });
