@@ -50,6 +50,14 @@ MNT=
 declare -A IT_MOUNT_PID=() IT_MOUNT_LOG=()
 IT_MOUNT_SEQ=0
 
+# A Python for fsop.py that does not depend on $HOME (set below).
+if [ -x /usr/bin/python3 ]; then IT_PY=/usr/bin/python3; else IT_PY=$(command -v python3); fi
+fsop() { timeout "$(t 30)" "$IT_PY" "$IT_DIR/fsop.py" "$@"; }
+# w1 FILE [--append]: stdin to FILE in one write(2); fails the case on error.
+w1() { must "$IT_PY" "$IT_DIR/fsop.py" write1 "$@"; }
+# w1_fails TEXT FILE [--append]: the same write must fail with TEXT (an errno name).
+w1_fails() { local w=$1; shift; must_fail "$w" "$IT_PY" "$IT_DIR/fsop.py" write1 "$@"; }
+
 # Never read or send real credentials, never reach a configured remote service.
 unset CWSANDBOX_BASE_URL CWSANDBOX_API_KEY WANDB_SANDBOX_BASE_URL WANDB_API_KEY \
     WANDB_ENTITY WANDB_PROJECT WANDB_BASE_URL
