@@ -100,6 +100,28 @@ function logLine(s) {
   process.stderr.write(`cwsandbox-local: ${s}\n`);
 }
 
+// gen/ holds the compiled schema and helper. Build it when it is missing (a
+// fresh checkout), and restore the helper's execute bit, which a plain file
+// copy (such as an install step) may drop.
+function ensureBuilt() {
+  const gen = path.join(__dirname, "gen");
+  const helper = path.join(gen, "sbx-helper");
+  if (!fs.existsSync(path.join(gen, "sandbox.binpb")) || !fs.existsSync(helper)) {
+    logLine("gen/ is missing: building it (protoc and cc)");
+    try {
+      require("node:child_process").execFileSync(process.execPath, [path.join(__dirname, "scripts", "build.js")], { stdio: ["ignore", 2, 2] });
+    } catch (e) {
+      logLine(`build failed: ${e.message}; run "npm run build" in ${__dirname}`);
+      process.exit(1);
+    }
+  }
+  try {
+    fs.accessSync(helper, fs.constants.X_OK);
+  } catch {
+    fs.chmodSync(helper, 0o755);
+  }
+}
+
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 async function main() {
@@ -108,6 +130,7 @@ async function main() {
   process.stdout.on("error", () => {});
   process.stderr.on("error", () => {});
   const opts = parseArgs(process.argv.slice(2));
+  ensureBuilt();
   // Loaded here so that --help works without a build.
   const { SandboxService } = require("./lib/schema");
   const { Manager } = require("./lib/manager");
