@@ -632,18 +632,23 @@ class Manager {
   }
 
   // Spawn a command inside a running sandbox. Returns the child process.
-  spawnExec(sb, command, env, withStdin) {
+  // tty: null, or { width, height } for a terminal (stdin and output through it).
+  spawnExec(sb, command, env, withStdin, tty = null) {
     this.requireRunning(sb);
     if (!command || !command.length || !command[0]) throw E.invalid("command is required");
     const args = ["exec", "--pid", String(sb.pid)];
     for (const d of sb.cgroups) args.push("--cgroup", d);
     const wd = sb.container.workingDir;
     if (wd) args.push("--wd", wd);
+    if (tty) args.push("--tty", `${tty.width || 80}x${tty.height || 24}`);
     args.push("--", ...command);
+    const stdio = [withStdin ? "pipe" : "ignore", "pipe", "pipe", "pipe"];
+    if (tty) stdio.push("pipe"); // fd 4: "COLSxROWS" lines
     const child = spawn(HELPER, args, {
       env: this.containerEnv(sb, env),
-      stdio: [withStdin ? "pipe" : "ignore", "pipe", "pipe", "pipe"],
+      stdio,
     });
+    if (tty) child.stdio[4].on("error", () => {});
     sb.execs.add(child);
     child.setupError = null;
     child.started = false;

@@ -169,7 +169,8 @@ function makeService(m) {
       const init = first.value.message.value;
       const sb = m.get(init.sandboxId);
       m.checkContainer(sb, init.container);
-      const child = m.spawnExec(sb, init.command, init.env, true);
+      const tty = init.tty ? { width: init.ttyWidth, height: init.ttyHeight } : null;
+      const child = m.spawnExec(sb, init.command, init.env, true, tty);
       child.stdin.on("error", () => {});
       const q = new ByteQueue(4 * 1024 * 1024, (pause) => {
         for (const s of [child.stdout, child.stderr]) (pause ? s.pause() : s.resume());
@@ -198,6 +199,10 @@ function makeService(m) {
                     child.once("close", r);
                   });
                 }
+              }
+            } else if (mm.case === "resize") {
+              if (tty && mm.value.width && mm.value.height && child.stdio[4] && !child.stdio[4].destroyed) {
+                child.stdio[4].write(`${mm.value.width}x${mm.value.height}\n`);
               }
             } else if (mm.case === "close") {
               child.stdin.end();

@@ -38,6 +38,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <net/if.h>
+#include <poll.h>
+#include <termios.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -432,12 +434,128 @@ static int do_init(int argc, char **argv)
 	return 127;
 }
 
+static void on_sigchld(int sig)
+{
+	(void)sig;
+}
+
+static int write_all(int fd, const char *buf, ssize_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, buf, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		buf += w;
+		n -= w;
+	}
+	return 0;
+}
+
+/*
+ * Terminal mode: copy our stdin to the terminal, the terminal to our stdout,
+ * and "COLSxROWS" lines read on fd 4 to the terminal's size. The end of our
+ * stdin is sent as the terminal's end-of-file character. Returns once the
+ * terminal has no more output (every holder of its other side is gone).
+ */
+static void relay_tty(int master)
+{
+	struct sigaction sa;
+	char buf[65536], rbuf[64];
+	size_t rlen = 0;
+	int in_open = 1, rs_open = fcntl(4, F_GETFD) >= 0;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = forward;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sa.sa_handler = on_sigchld;
+	sigaction(SIGCHLD, &sa, NULL);
+	for (;;) {
+		struct pollfd p[3];
+		int n = 0, r;
+		p[n].fd = master;
+		p[n++].events = POLLIN;
+		if (in_open) {
+			p[n].fd = 0;
+			p[n++].events = POLLIN;
+		}
+		if (rs_open) {
+			p[n].fd = 4;
+			p[n++].events = POLLIN;
+		}
+		r = poll(p, n, 200);
+		if (r < 0 && errno != EINTR)
+			break;
+		if (r <= 0) {
+			/* the command ended and nothing else holds the terminal? */
+			int st;
+			if (waitpid(child_pid, &st, WNOHANG) == child_pid) {
+				ssize_t k;
+				fcntl(master, F_SETFL, O_NONBLOCK);
+				while ((k = read(master, buf, sizeof(buf))) > 0)
+					write_all(1, buf, k);
+				if (WIFEXITED(st))
+					_exit(WEXITSTATUS(st));
+				_exit(128 + WTERMSIG(st));
+			}
+			continue;
+		}
+		for (int i = 0; i < n; i++) {
+			if (!p[i].revents)
+				continue;
+			if (p[i].fd == master) {
+				ssize_t k = read(master, buf, sizeof(buf));
+				if (k <= 0)
+					return; /* EIO: the other side is closed everywhere */
+				if (write_all(1, buf, k) < 0)
+					return;
+			} else if (p[i].fd == 0) {
+				ssize_t k = read(0, buf, sizeof(buf));
+				if (k <= 0) {
+					struct termios t;
+					char eof = 4;
+					if (tcgetattr(master, &t) == 0)
+						eof = t.c_cc[VEOF];
+					write_all(master, &eof, 1);
+					in_open = 0;
+				} else
+					write_all(master, buf, k);
+			} else {
+				ssize_t k = read(4, rbuf + rlen, sizeof(rbuf) - 1 - rlen);
+				char *nl;
+				if (k <= 0) {
+					rs_open = 0;
+					continue;
+				}
+				rlen += k;
+				rbuf[rlen] = 0;
+				while ((nl = strchr(rbuf, '\n'))) {
+					unsigned w, h;
+					*nl = 0;
+					if (sscanf(rbuf, "%ux%u", &w, &h) == 2 && w && h) {
+						struct winsize z = { .ws_row = h, .ws_col = w };
+						ioctl(master, TIOCSWINSZ, &z);
+					}
+					rlen -= nl + 1 - rbuf;
+					memmove(rbuf, nl + 1, rlen + 1);
+				}
+				if (rlen >= sizeof(rbuf) - 1)
+					rlen = 0;
+			}
+		}
+	}
+}
+
 static int do_exec(int argc, char **argv)
 {
 	const char *wd = NULL, *cgroups[MAXLIST];
 	const char *nsnames[] = { "ipc", "uts", "net", "pid", "mnt" };
-	int nsfd[5], rootfd;
-	int ncgroups = 0, i, pid = 0;
+	int nsfd[5], rootfd, master = -1;
+	int ncgroups = 0, i, pid = 0, tty = 0;
+	struct winsize ws = { .ws_row = 24, .ws_col = 80 };
 	char path[PATH_MAX];
 
 	for (i = 0; i < argc; i++) {
@@ -454,7 +572,14 @@ static int do_exec(int argc, char **argv)
 			wd = argv[++i];
 		else if (!strcmp(a, "--cgroup") && ncgroups < MAXLIST)
 			cgroups[ncgroups++] = argv[++i];
-		else
+		else if (!strcmp(a, "--tty")) {
+			unsigned w = 0, h = 0;
+			tty = 1;
+			if (sscanf(argv[++i], "%ux%u", &w, &h) == 2 && w && h) {
+				ws.ws_col = w;
+				ws.ws_row = h;
+			}
+		} else
 			die("unknown option %s", a);
 	}
 	if (i >= argc)
@@ -483,6 +608,13 @@ static int do_exec(int argc, char **argv)
 	if (fchdir(rootfd) < 0 || chroot(".") < 0)
 		die("enter root: %s", strerror(errno));
 	close(rootfd);
+	if (tty) {
+		/* a terminal of the sandbox's own devpts */
+		master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+		if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
+			die("cannot allocate a terminal: %s", strerror(errno));
+		ioctl(master, TIOCSWINSZ, &ws);
+	}
 
 	child_pid = fork();
 	if (child_pid < 0)
@@ -492,11 +624,29 @@ static int do_exec(int argc, char **argv)
 		if (status_fd >= 0)
 			close(status_fd);
 		status_fd = -1;
+		if (tty)
+			relay_tty(master);
 		supervise();
 	}
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() == 1)
 		_exit(125);
+	if (tty) {
+		char *name = ptsname(master);
+		int slave;
+		setsid();
+		slave = name ? open(name, O_RDWR) : -1;
+		if (slave < 0)
+			die("open terminal: %s", strerror(errno));
+		ioctl(slave, TIOCSCTTY, 0);
+		dup2(slave, 0);
+		dup2(slave, 1);
+		dup2(slave, 2);
+		if (slave > 2)
+			close(slave);
+		close(master);
+		close(4);
+	}
 	if (chdir(wd && *wd ? wd : "/") < 0)
 		die("working directory %s: %s", wd, strerror(errno));
 	report("READY");

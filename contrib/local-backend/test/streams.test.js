@@ -274,6 +274,41 @@ describe("StreamExec", () => {
     assert.equal(Buffer.concat(err).toString(), "to-stderr\n");
   });
 
+  test("tty: a terminal of the sandbox, its size, resize, close as end-of-file", async () => {
+    const c = h.client(srv.url, "connect-json");
+    const id = sbs["connect-json"].sandboxId;
+    let out = "";
+    let exit = null;
+    let wake = null;
+    const seen = (s) =>
+      new Promise((resolve) => {
+        const check = () => (out.includes(s) ? resolve() : (wake = check));
+        check();
+      });
+    async function* reqs() {
+      yield { message: { case: "init", value: { sandboxId: id, command: ["sh", "-c", "tty; stty size; read x; echo got $x; stty size; cat; echo bye"], tty: true, ttyWidth: 100, ttyHeight: 30 } } };
+      await seen("30 100");
+      yield { message: { case: "resize", value: { width: 120, height: 40 } } };
+      yield { message: { case: "stdin", value: Buffer.from("hello\n") } };
+      await seen("40 120");
+      yield { message: { case: "close", value: {} } };
+    }
+    for await (const r of c.streamExec(reqs())) {
+      if (r.message.case === "output") {
+        assert.equal(r.message.value.stream, 1);
+        out += Buffer.from(r.message.value.data).toString();
+        if (wake) {
+          const w = wake;
+          wake = null;
+          w();
+        }
+      }
+      if (r.message.case === "exit") exit = r.message.value.exitCode;
+    }
+    assert.equal(out, "/dev/pts/0\r\n30 100\r\nhello\r\ngot hello\r\n40 120\r\nbye\r\n");
+    assert.equal(exit, 0);
+  });
+
   test("errors: no init, unknown sandbox, cancel kills the command", async () => {
     const c = h.client(srv.url, "connect-binary");
     await assert.rejects(
