@@ -22,7 +22,8 @@ struct ctl_job {
     char **lines;
     size_t n, next;
     long reply_size;
-    int answered; /* the FUSE request got its reply (interrupt or error) */
+    int answered;    /* the FUSE request got its reply (or there is none) */
+    int interrupted; /* the request was interrupted: run nothing more */
     int busy;     /* a command's callback is outstanding */
     struct ctl_job *next_job;
 };
@@ -85,7 +86,7 @@ static void job_step_done(struct sandbox *sb, int err, void *ud)
         job_finish(job, err);
         return;
     }
-    if (job->answered) { /* interrupted: the rest of the write does not run */
+    if (job->interrupted) { /* the rest of the write does not run */
         job_finish(job, -EINTR);
         return;
     }
@@ -170,8 +171,8 @@ static void snapshot_when_running(struct sandbox *sb, int err, void *ud)
 static void job_run(struct ctl_job *job)
 {
     struct sandbox *sb = job->sb;
-    if (job->answered || job->next == job->n) {
-        job_finish(job, job->answered ? -EINTR : 0);
+    if (job->interrupted || job->next == job->n) {
+        job_finish(job, job->interrupted ? -EINTR : 0);
         return;
     }
     const struct ctl_cmd *c = &job->cmds[job->next++];
@@ -219,6 +220,7 @@ static void job_retry(struct waiter *w)
 static void job_interrupted(struct waiter *w)
 {
     struct ctl_job *job = (struct ctl_job *)w;
+    job->interrupted = 1;
     job_answer(job, -EINTR);
     log_info("%s: ctl write interrupted", job->sb->name);
 }
@@ -249,6 +251,8 @@ void control_submit(struct sandbox *sb, fuse_req_t req, char **lines, size_t nli
         int rc = ctl_parse(lines[i], strlen(lines[i]), &job->cmds[job->n], err, sizeof(err));
         if (rc < 0) {
             sandbox_fail(sb, EINVAL, "%s", err);
+            if (!req)
+                job->answered = 1;
             job_answer(job, rc);
             job_free(job);
             return;
@@ -256,7 +260,10 @@ void control_submit(struct sandbox *sb, fuse_req_t req, char **lines, size_t nli
         if (rc == 0)
             job->lines[job->n++] = strdup(lines[i]);
     }
-    park_register(&job->w, req, job_retry, job_interrupted);
+    if (req)
+        park_register(&job->w, req, job_retry, job_interrupted);
+    else
+        job->answered = 1; /* nobody waits (a line run at release): errors go to `error` */
     if (sb->ctl_tail)
         sb->ctl_tail->next_job = job;
     else

@@ -38,7 +38,7 @@ struct handle {
     char *text; /* snapshot files: rendered once at open */
     size_t len;
     int nonblock;
-    struct ctl_lines lines;   /* ctl */
+    struct ctl_lines lines; /* ctl */
     struct dirent_snap *ents; /* directories */
     size_t nents;
 };
@@ -1071,17 +1071,6 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fuse_reply_err(req, 0);
     } else if (n->kind == N_ROOTFS) {
         rootfs_flush(req, (struct rootfs_file *)(uintptr_t)fi->fh);
-    } else if (n->kind == N_FILE && n->file == P_CTL && !sandbox_gone(n->sb)) {
-        struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-        struct line_batch lb = {0};
-        int rc = ctl_lines_finish(&h->lines, collect_line, &lb);
-        if (rc < 0)
-            fuse_reply_err(req, -rc);
-        else if (lb.n == 0)
-            fuse_reply_err(req, 0);
-        else
-            control_submit(n->sb, req, lb.lines, lb.n, -1);
-        batch_free(&lb);
     } else {
         fuse_reply_err(req, 0);
     }
@@ -1104,10 +1093,20 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
     pthread_mutex_lock(&fs_lock);
     struct node *n = node_by_ino(ino);
-    if (n && n->kind == N_ROOTFS)
+    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+    if (n && n->kind == N_ROOTFS) {
         rootfs_release((struct rootfs_file *)(uintptr_t)fi->fh);
-    else
-        handle_free((struct handle *)(uintptr_t)fi->fh);
+    } else {
+        /* An unterminated last line runs at the last close. Not at FLUSH: that comes
+         * at every close of every duplicate of the descriptor (a forked child exiting,
+         * a shell's dup2 dance around a builtin), in the middle of a line. */
+        struct line_batch lb = {0};
+        if (n && n->kind == N_FILE && n->file == P_CTL && !sandbox_gone(n->sb) &&
+            ctl_lines_finish(&h->lines, collect_line, &lb) == 0 && lb.n)
+            control_submit(n->sb, NULL, lb.lines, lb.n, -1);
+        batch_free(&lb);
+        handle_free(h);
+    }
     pthread_mutex_unlock(&fs_lock);
     fuse_reply_err(req, 0);
 }
