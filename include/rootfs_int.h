@@ -111,6 +111,10 @@ void rootfs_cache_invalidate_parent(struct sandbox *sb, const char *path);
 struct rootfs_file *rootfs_unsent_file(struct sandbox *sb, const char *path);
 void rootfs_unsent_attr(struct rootfs_file *f, fuse_ino_t ino, struct stat *st);
 
+/* Free an open file whose sandbox is being freed (at unmount); unsent data keeps its
+ * spool and is logged. */
+void rootfs_file_abandon(struct rootfs_file *f);
+
 struct rootfs_req *rootfs_req_new(fuse_req_t req, const char *path, const char *name);
 void rootfs_req_free(struct rootfs_req *rc);
 /* A dirlist_fn answering getattr (or readlink when rc->flag) for rc->path. */

@@ -108,6 +108,7 @@ struct sandbox {
     struct ctl_job *ctl_head, *ctl_tail; /* control.c's jobs, run in order */
 
     UT_hash_handle hh; /* sandboxes by name */
+    struct sandbox *all_prev, *all_next; /* every sandbox not yet freed, for fs_free */
 };
 
 /* Session-wide state, set by fs_init. */
@@ -181,5 +182,8 @@ void exec_status_line(const struct exec *ex, char *buf, size_t size);
 
 /* Blocking helper for start-up and shutdown only (never in a FUSE callback). */
 void sandbox_cleanup_all(void);
+/* After api_shutdown: free every sandbox, whatever still refers to it (timers the
+ * API dropped unrun hold references that will never be released). */
+void sandbox_free_all(void);
 
 #endif

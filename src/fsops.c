@@ -1261,6 +1261,7 @@ void fs_free(void)
     struct sandbox *sb, *tmp;
     HASH_ITER(hh, session.by_name, sb, tmp)
     sandbox_remove(sb);
+    sandbox_free_all();
     pthread_mutex_unlock(&fs_lock);
     if (session.spool_dir && rmdir(session.spool_dir) < 0 && errno == ENOTEMPTY)
         log_warn("the spool %s keeps files that could not be sent; see the log above",

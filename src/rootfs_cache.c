@@ -53,6 +53,13 @@ void rootfs_cache_free(struct sandbox *sb)
         HASH_DEL(sb->dircache->dirs, dl);
         dirlist_free(dl);
     }
+    /* Files still open now were never released (unmounted under them). */
+    struct rootfs_file *f, *ftmp;
+    DL_FOREACH_SAFE(sb->dircache->open_files, f, ftmp)
+    {
+        DL_DELETE(sb->dircache->open_files, f);
+        rootfs_file_abandon(f);
+    }
     free(sb->dircache);
     sb->dircache = NULL;
 }

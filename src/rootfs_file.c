@@ -65,6 +65,24 @@ static void file_free(struct rootfs_file *f)
     free(f);
 }
 
+void rootfs_file_abandon(struct rootfs_file *f)
+{
+    if (f->dirty) {
+        f->failed = 1;
+        log_error("%s: %s was never sent to the sandbox; its data is kept in %s", f->sb->name,
+                  f->path, f->spool_path);
+    }
+    for (size_t i = 0; f->pending_attrs[i]; i++)
+        free(f->pending_attrs[i]);
+    if (f->fd >= 0)
+        close(f->fd);
+    if (!f->failed && f->spool_path)
+        unlink(f->spool_path);
+    free(f->path);
+    free(f->spool_path);
+    free(f);
+}
+
 static int write_all(int fd, const char *data, size_t len, off_t off)
 {
     while (len) {

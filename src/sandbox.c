@@ -87,8 +87,11 @@ void sandbox_ref(struct sandbox *sb)
     sb->refs++;
 }
 
+static struct sandbox *all_sandboxes;
+
 static void sandbox_free(struct sandbox *sb)
 {
+    DL_DELETE2(all_sandboxes, sb, all_prev, all_next);
     for (unsigned i = 0; i < sb->nexecs; i++)
         exec_free(sb->execs[i]);
     free(sb->execs);
@@ -198,9 +201,12 @@ static struct sandbox *sandbox_new(const char *name)
     sb->exit_code = -1;
     sb->events.ob.fd = sb->logs.ob.fd = -1;
     clock_gettime(CLOCK_REALTIME, &sb->mtime);
+    DL_APPEND2(all_sandboxes, sb, all_prev, all_next);
     HASH_ADD_KEYPTR(hh, session.by_name, sb->name, strlen(sb->name), sb);
     return sb;
 }
+
+static void fail_conts(struct sandbox *sb, int err, int want_terminal);
 
 static void events_line(struct sandbox *sb)
 {
@@ -243,7 +249,18 @@ void sandbox_remove(struct sandbox *sb)
     for (unsigned i = 0; i < sb->nexecs; i++)
         if (!sb->execs[i]->ended)
             api_cancel(sb->execs[i]->call_id);
+    stream_end(&sb->events, 0);
+    sandbox_ref(sb);
+    sandbox_unref(sb); /* the name table's */
+    fail_conts(sb, -ENOENT, 0);
+    fail_conts(sb, -ENOENT, 1);
     sandbox_unref(sb);
+}
+
+void sandbox_free_all(void)
+{
+    while (all_sandboxes)
+        sandbox_free(all_sandboxes);
 }
 
 /* ---- continuations on state ---- */
