@@ -23,10 +23,10 @@
 #include "log.h"
 #include "node.h"
 #include "park.h"
+#include "reader.h"
 #include "rootfs.h"
 #include "sandbox.h"
-
-#define DIR_TIMEOUT 1.0
+#include "tree.h"
 
 struct dirent_snap {
     char *name;
@@ -38,304 +38,31 @@ struct handle {
     char *text; /* snapshot files: rendered once at open */
     size_t len;
     int nonblock;
-    struct ctl_lines lines; /* ctl */
+    struct ctl_lines lines;   /* ctl */
     struct dirent_snap *ents; /* directories */
     size_t nents;
 };
 
-struct parked_read {
-    struct waiter w; /* first: the waiter is the parked read */
-    fuse_ino_t ino;
-    size_t size;
-    off_t off;
-};
-
 static struct fuse_session *fuse_se;
 
-static const struct {
-    const char *name;
-    enum pseudo file;
-    enum node_kind kind;
-} sandbox_entries[] =
-    {
-        {"ctl", P_CTL, N_FILE},
-        {"status", P_STATUS, N_FILE},
-        {"events", P_EVENTS, N_FILE},
-        {"id", P_ID, N_FILE},
-        {"snapshots", P_SNAPSHOTS, N_FILE},
-        {"spec", P_SPEC, N_FILE},
-        {"error", P_ERROR, N_FILE},
-        {"logs", P_LOGS, N_FILE},
-        {"stdout", P_STDOUT, N_LINK},
-        {"stderr", P_STDERR, N_LINK},
-        {"exit", P_EXIT, N_LINK},
-        {"exec", P_CTL, N_EXECS},
-        {"root", P_ROOT, N_LINK},
-},
-  exec_entries[] = {
-      {"cmd", P_CMD, N_FILE},   {"stdout", P_STDOUT, N_FILE},  {"stderr", P_STDERR, N_FILE},
-      {"exit", P_EXIT, N_FILE}, {"status", P_XSTATUS, N_FILE},
-};
-#define NELEM(a) (sizeof(a) / sizeof(*(a)))
-
-/* ---- rendering pseudo-files ---- */
-
-static char *render_metrics(void)
-{
-    unsigned by_state[SB_PAUSED + 1] = {0};
-    struct sandbox *sb, *tmp;
-    HASH_ITER(hh, session.by_name, sb, tmp)
-    by_state[sb->state]++;
-    char *out = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&out, &len);
-    if (!f)
-        return NULL;
-    fprintf(f, "# HELP cwsfs_sandboxes Sandboxes in this mount, by lifecycle state.\n"
-               "# TYPE cwsfs_sandboxes gauge\n");
-    for (int s = 0; s <= SB_PAUSED; s++)
-        fprintf(f, "cwsfs_sandboxes{state=\"%s\"} %u\n", sandbox_state_name(s), by_state[s]);
-    fprintf(f,
-            "# HELP cwsfs_execs_total Commands started through ctl.\n"
-            "# TYPE cwsfs_execs_total counter\ncwsfs_execs_total %llu\n"
-            "# HELP cwsfs_output_bytes_total Bytes of command and log output received.\n"
-            "# TYPE cwsfs_output_bytes_total counter\ncwsfs_output_bytes_total %llu\n"
-            "# HELP cwsfs_file_read_bytes_total Bytes of sandbox files fetched.\n"
-            "# TYPE cwsfs_file_read_bytes_total counter\ncwsfs_file_read_bytes_total %llu\n"
-            "# HELP cwsfs_file_written_bytes_total Bytes of files sent to sandboxes.\n"
-            "# TYPE cwsfs_file_written_bytes_total counter\ncwsfs_file_written_bytes_total %llu\n"
-            "# HELP cwsfs_parked_requests Reads and writes waiting for something to happen.\n"
-            "# TYPE cwsfs_parked_requests gauge\ncwsfs_parked_requests %u\n"
-            "# HELP cwsfs_rpc_calls_total API calls started, by rpc.\n"
-            "# TYPE cwsfs_rpc_calls_total counter\n",
-            (unsigned long long)session.execs_started, (unsigned long long)session.bytes_out,
-            (unsigned long long)session.bytes_read, (unsigned long long)session.bytes_written,
-            park_count());
-    const char *names[32];
-    uint64_t counts[32];
-    size_t n = api_call_counts(names, counts, 32);
-    for (size_t i = 0; i < n && i < 32; i++)
-        fprintf(f, "cwsfs_rpc_calls_total{rpc=\"%s\"} %llu\n", names[i],
-                (unsigned long long)counts[i]);
-    fclose(f);
-    return out;
-}
-
-/* The text of a snapshot file, malloc'ed; NULL for streams. */
-static char *render(struct node *n)
-{
-    struct sandbox *sb = n->sb;
-    char *out = NULL;
-    char line[512];
-    struct exec *ex = sb ? exec_get(sb, n->exec_no) : NULL;
-    if (n->kind == N_METRICS)
-        return render_metrics();
-    if (n->kind != N_FILE)
-        return NULL;
-    switch (n->file) {
-    case P_CTL:
-        if (asprintf(&out, "%s %u\n", sb->id ? sb->id : "-", sb->nexecs) < 0)
-            out = NULL;
-        break;
-    case P_STATUS:
-        sandbox_status_line(sb, line, sizeof(line));
-        if (asprintf(&out, "%s\n", line) < 0)
-            out = NULL;
-        break;
-    case P_ID:
-        if (asprintf(&out, "%s%s", sb->id ? sb->id : "", sb->id ? "\n" : "") < 0)
-            out = NULL;
-        break;
-    case P_SNAPSHOTS:
-        out = strdup(sb->snapshots ? sb->snapshots : "");
-        break;
-    case P_SPEC: {
-        json_t *view = sb->remote ? sb->remote : sb->spec;
-        char *dump = view ? json_dumps(view, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-        if (asprintf(&out, "%s\n", dump ? dump : "{}") < 0)
-            out = NULL;
-        free(dump);
-        break;
-    }
-    case P_ERROR:
-        if (asprintf(&out, "%s%s", sb->error ? sb->error : "", sb->error ? "\n" : "") < 0)
-            out = NULL;
-        break;
-    case P_CMD:
-        if (ex && asprintf(&out, "%s\n", ex->cmdline) < 0)
-            out = NULL;
-        break;
-    case P_XSTATUS:
-        if (ex) {
-            exec_status_line(ex, line, sizeof(line));
-            if (asprintf(&out, "%s\n", line) < 0)
-                out = NULL;
-        }
-        break;
-    default:
-        break;
-    }
-    return out;
-}
-
-static int is_stream(const struct node *n)
-{
-    if (n->kind != N_FILE)
-        return 0;
-    return n->file == P_EVENTS || n->file == P_LOGS || n->file == P_STDOUT || n->file == P_STDERR ||
-           n->file == P_EXIT;
-}
-
-static struct stream *node_stream(struct node *n)
-{
-    struct sandbox *sb = n->sb;
-    struct exec *ex = exec_get(sb, n->exec_no);
-    switch (n->file) {
-    case P_EVENTS:
-        return &sb->events;
-    case P_LOGS:
-        return &sb->logs;
-    case P_STDOUT:
-        return ex ? &ex->out : NULL;
-    case P_STDERR:
-        return ex ? &ex->err : NULL;
-    default:
-        return NULL;
-    }
-}
-
 /* ---- attributes ---- */
-
-static int sandbox_gone(const struct sandbox *sb)
-{
-    return sb && sb->removed;
-}
-
-static int node_attr(struct node *n, struct stat *st)
-{
-    memset(st, 0, sizeof(*st));
-    st->st_ino = n->ino;
-    st->st_uid = getuid();
-    st->st_gid = getgid();
-    st->st_nlink = 1;
-    struct sandbox *sb = n->sb;
-    struct timespec t = sb ? sb->mtime : (struct timespec){0};
-    if (!sb)
-        clock_gettime(CLOCK_REALTIME, &t);
-    if (sandbox_gone(sb))
-        return -ENOENT;
-    switch (n->kind) {
-    case N_ROOTFS:
-        if (strcmp(n->path, "/") != 0)
-            return -EINVAL; /* rootfs.c answers for what is inside */
-        /* the sandbox's "/" is a directory like the others */
-        __attribute__((fallthrough));
-    case N_MOUNT:
-    case N_DOTROOT:
-    case N_SBDIR:
-    case N_EXECS:
-    case N_EXECDIR:
-        st->st_mode = S_IFDIR | 0755;
-        st->st_nlink = 2;
-        break;
-    case N_LINK: {
-        st->st_mode = S_IFLNK | 0777;
-        st->st_size = 20;
-        break;
-    }
-    case N_METRICS:
-        st->st_mode = S_IFREG | 0444;
-        break;
-    case N_FILE:
-        st->st_mode = S_IFREG | (n->file == P_CTL ? 0644 : 0444);
-        if (n->exec_no && !exec_get(sb, n->exec_no))
-            return -ENOENT;
-        if (is_stream(n)) {
-            struct stream *s = node_stream(n);
-            if (s) {
-                st->st_size = (off_t)s->ob.produced;
-                if (s->ob.produced)
-                    t = s->ob.mtime;
-            } else if (n->file == P_EXIT) {
-                struct exec *ex = exec_get(sb, n->exec_no);
-                st->st_size = ex && ex->ended && !ex->failure ? 2 : 0;
-            }
-        } else {
-            char *text = render(n);
-            st->st_size = text ? (off_t)strlen(text) : 0;
-            free(text);
-        }
-        break;
-    }
-    st->st_mtim = st->st_ctim = st->st_atim = t;
-    st->st_blksize = 4096;
-    return 0;
-}
-
-static double attr_timeout(const struct node *n)
-{
-    return n->kind == N_FILE || n->kind == N_METRICS ? 0.0 : DIR_TIMEOUT;
-}
 
 static int reply_entry_for(fuse_req_t req, struct node *n)
 {
     struct fuse_entry_param e;
     memset(&e, 0, sizeof(e));
-    int rc = node_attr(n, &e.attr);
+    int rc = tree_attr(n, &e.attr);
     if (rc < 0)
         return rc;
     node_looked_up(n);
     e.ino = n->ino;
-    e.attr_timeout = attr_timeout(n);
-    e.entry_timeout = DIR_TIMEOUT;
+    e.attr_timeout = tree_attr_timeout(n);
+    e.entry_timeout = TREE_DIR_TIMEOUT;
     fuse_reply_entry(req, &e);
     return 0;
 }
 
 /* ---- lookup ---- */
-
-/* The child `name` of a pseudo-directory, or NULL (-ENOENT). Never for N_ROOTFS. */
-static struct node *child_of(struct node *parent, const char *name)
-{
-    struct sandbox *sb = parent->sb;
-    char *end;
-    switch (parent->kind) {
-    case N_MOUNT:
-        if (strcmp(name, ".root") == 0)
-            return node_get(N_DOTROOT, 0, NULL, 0, NULL);
-        if (strcmp(name, ".metrics") == 0)
-            return node_get(N_METRICS, 0, NULL, 0, NULL);
-        sb = sandbox_find(name);
-        return sb ? node_get(N_SBDIR, 0, sb, 0, NULL) : NULL;
-    case N_DOTROOT:
-        sb = sandbox_find(name);
-        return sb ? node_get(N_ROOTFS, 0, sb, 0, "/") : NULL;
-    case N_SBDIR:
-        for (size_t i = 0; i < NELEM(sandbox_entries); i++) {
-            if (strcmp(name, sandbox_entries[i].name))
-                continue;
-            enum node_kind k = sandbox_entries[i].kind;
-            enum pseudo f = sandbox_entries[i].file;
-            if (k == N_LINK && f != P_ROOT && sb->nexecs == 0)
-                return NULL;
-            return node_get(k, k == N_EXECS ? 0 : f, sb, 0, NULL);
-        }
-        return NULL;
-    case N_EXECS: {
-        unsigned long no = strtoul(name, &end, 10);
-        if (*end || !exec_get(sb, (unsigned)no) || name[0] == '0')
-            return NULL;
-        return node_get(N_EXECDIR, 0, sb, (unsigned)no, NULL);
-    }
-    case N_EXECDIR:
-        for (size_t i = 0; i < NELEM(exec_entries); i++)
-            if (strcmp(name, exec_entries[i].name) == 0)
-                return node_get(N_FILE, exec_entries[i].file, sb, parent->exec_no, NULL);
-        return NULL;
-    default:
-        return NULL;
-    }
-}
 
 struct lookup_ctx {
     fuse_req_t req;
@@ -346,7 +73,7 @@ static void lookup_after_list(struct sandbox *unused, int err, void *ud)
 {
     struct lookup_ctx *lc = ud;
     struct node *parent = node_by_ino(FUSE_ROOT_ID);
-    struct node *n = child_of(parent, lc->name);
+    struct node *n = tree_child(parent, lc->name);
     if (!n || reply_entry_for(lc->req, n) < 0)
         fuse_reply_err(lc->req, ENOENT);
     free(lc->name);
@@ -359,12 +86,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     pthread_mutex_lock(&fs_lock);
     struct node *p = node_by_ino(parent);
-    if (!p || sandbox_gone(p->sb)) {
+    if (!p || tree_gone(p->sb)) {
         fuse_reply_err(req, ENOENT);
     } else if (p->kind == N_ROOTFS) {
         rootfs_lookup(req, p->sb, p->path, name);
     } else {
-        struct node *n = child_of(p, name);
+        struct node *n = tree_child(p, name);
         if (n && reply_entry_for(req, n) == 0) {
             /* answered */
         } else if (p->kind == N_MOUNT && name[0] != '.') {
@@ -417,14 +144,14 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     if (!n) {
         fuse_reply_err(req, ENOENT);
     } else if (n->kind == N_ROOTFS) {
-        if (sandbox_gone(n->sb))
+        if (tree_gone(n->sb))
             fuse_reply_err(req, ENOENT);
         else
             rootfs_getattr(req, n);
-    } else if ((rc = node_attr(n, &st)) < 0) {
+    } else if ((rc = tree_attr(n, &st)) < 0) {
         fuse_reply_err(req, -rc);
     } else {
-        fuse_reply_attr(req, &st, attr_timeout(n));
+        fuse_reply_attr(req, &st, tree_attr_timeout(n));
     }
     pthread_mutex_unlock(&fs_lock);
 }
@@ -435,7 +162,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     pthread_mutex_lock(&fs_lock);
     struct node *n = node_by_ino(ino);
     struct stat st;
-    if (!n || sandbox_gone(n->sb)) {
+    if (!n || tree_gone(n->sb)) {
         fuse_reply_err(req, ENOENT);
     } else if (n->kind == N_ROOTFS) {
         rootfs_setattr(req, n, attr, to_set, fi ? (struct rootfs_file *)(uintptr_t)fi->fh : NULL);
@@ -445,11 +172,11 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         fuse_reply_err(req, EPERM);
     } else if ((to_set & FUSE_SET_ATTR_SIZE) && !(n->kind == N_FILE && n->file == P_CTL)) {
         fuse_reply_err(req, EACCES);
-    } else if (node_attr(n, &st) < 0) {
+    } else if (tree_attr(n, &st) < 0) {
         fuse_reply_err(req, ENOENT);
     } else {
         /* `> ctl` truncates: accepted, nothing to do; touch is harmless too. */
-        fuse_reply_attr(req, &st, attr_timeout(n));
+        fuse_reply_attr(req, &st, tree_attr_timeout(n));
     }
     pthread_mutex_unlock(&fs_lock);
 }
@@ -459,7 +186,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
     pthread_mutex_lock(&fs_lock);
     struct node *n = node_by_ino(ino);
     char *target = NULL;
-    if (!n || sandbox_gone(n->sb)) {
+    if (!n || tree_gone(n->sb)) {
         fuse_reply_err(req, ENOENT);
     } else if (n->kind == N_ROOTFS) {
         rootfs_readlink(req, n);
@@ -485,60 +212,24 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- directories ---- */
 
-static void snap_add(struct handle *h, const char *name, struct node *n)
+static void snap_add(void *ud, const char *name, struct node *n)
 {
+    struct handle *h = ud;
     struct dirent_snap *grown = realloc(h->ents, (h->nents + 1) * sizeof(*grown));
     if (!grown)
         return;
     h->ents = grown;
     struct dirent_snap *d = &h->ents[h->nents];
     memset(d, 0, sizeof(*d));
-    if (n && node_attr(n, &d->st) < 0)
+    if (n && tree_attr(n, &d->st) < 0)
         return;
-    if (!n)
+    if (!n) {
         d->st.st_mode = S_IFDIR;
+        d->st.st_ino = FUSE_ROOT_ID; /* "." and "..": readdir(3) hides d_ino 0 */
+    }
     if (!(d->name = strdup(name)))
         return;
     h->nents++;
-}
-
-static void snap_fill(struct handle *h, struct node *dir)
-{
-    struct sandbox *sb = dir->sb, *s, *tmp;
-    char num[16];
-    snap_add(h, ".", NULL);
-    snap_add(h, "..", NULL);
-    switch (dir->kind) {
-    case N_MOUNT:
-        snap_add(h, ".root", node_get(N_DOTROOT, 0, NULL, 0, NULL));
-        snap_add(h, ".metrics", node_get(N_METRICS, 0, NULL, 0, NULL));
-        HASH_ITER(hh, session.by_name, s, tmp)
-        snap_add(h, s->name, node_get(N_SBDIR, 0, s, 0, NULL));
-        break;
-    case N_DOTROOT:
-        HASH_ITER(hh, session.by_name, s, tmp)
-        snap_add(h, s->name, NULL);
-        break;
-    case N_SBDIR:
-        for (size_t i = 0; i < NELEM(sandbox_entries); i++) {
-            struct node *c = child_of(dir, sandbox_entries[i].name);
-            if (c)
-                snap_add(h, sandbox_entries[i].name, c);
-        }
-        break;
-    case N_EXECS:
-        for (unsigned i = 1; i <= sb->nexecs; i++) {
-            snprintf(num, sizeof(num), "%u", i);
-            snap_add(h, num, node_get(N_EXECDIR, 0, sb, i, NULL));
-        }
-        break;
-    case N_EXECDIR:
-        for (size_t i = 0; i < NELEM(exec_entries); i++)
-            snap_add(h, exec_entries[i].name, child_of(dir, exec_entries[i].name));
-        break;
-    default:
-        break;
-    }
 }
 
 struct opendir_ctx {
@@ -553,7 +244,7 @@ static void opendir_after_list(struct sandbox *unused, int err, void *ud)
     if (!h) {
         fuse_reply_err(oc->req, ENOMEM);
     } else {
-        snap_fill(h, node_by_ino(FUSE_ROOT_ID));
+        tree_list(node_by_ino(FUSE_ROOT_ID), snap_add, h);
         oc->fi.fh = (uintptr_t)h;
         fuse_reply_open(oc->req, &oc->fi);
     }
@@ -566,7 +257,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
     pthread_mutex_lock(&fs_lock);
     struct node *n = node_by_ino(ino);
-    if (!n || sandbox_gone(n->sb)) {
+    if (!n || tree_gone(n->sb)) {
         fuse_reply_err(req, ENOENT);
     } else if (n->kind == N_ROOTFS) {
         rootfs_opendir(req, n, fi);
@@ -584,7 +275,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         if (!h) {
             fuse_reply_err(req, ENOMEM);
         } else {
-            snap_fill(h, n);
+            tree_list(n, snap_add, h);
             fi->fh = (uintptr_t)h;
             fuse_reply_open(req, fi);
         }
@@ -610,12 +301,12 @@ static void pseudo_readdir(fuse_req_t req, struct node *dir, struct handle *h, s
             if (used + need > size)
                 break;
             if (i >= 2) {
-                struct node *c = dir->kind == N_DOTROOT ? NULL : child_of(dir, d->name);
-                if (c && node_attr(c, &e.attr) == 0) {
+                struct node *c = dir->kind == N_DOTROOT ? NULL : tree_child(dir, d->name);
+                if (c && tree_attr(c, &e.attr) == 0) {
                     node_looked_up(c);
                     e.ino = c->ino;
-                    e.attr_timeout = attr_timeout(c);
-                    e.entry_timeout = DIR_TIMEOUT;
+                    e.attr_timeout = tree_attr_timeout(c);
+                    e.entry_timeout = TREE_DIR_TIMEOUT;
                 }
             }
             need = fuse_add_direntry_plus(req, buf + used, size - used, d->name, &e, i + 1);
@@ -686,7 +377,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
     struct node *p = node_by_ino(parent);
     struct sandbox *sb;
     int rc;
-    if (!p || sandbox_gone(p->sb)) {
+    if (!p || tree_gone(p->sb)) {
         fuse_reply_err(req, ENOENT);
     } else if (p->kind == N_ROOTFS) {
         rootfs_mkdir(req, p, name, mode);
@@ -724,7 +415,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     pthread_mutex_lock(&fs_lock);
     struct node *p = node_by_ino(parent);
     struct sandbox *sb;
-    if (!p || sandbox_gone(p->sb)) {
+    if (!p || tree_gone(p->sb)) {
         fuse_reply_err(req, ENOENT);
     } else if (p->kind == N_ROOTFS) {
         rootfs_unlink(req, p, name, 1);
@@ -749,7 +440,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
         }
     } else if (p->kind == N_SBDIR || p->kind == N_EXECS) {
         /* exec/ and exec/N are not contents (cgroupfs-like): rm -r passes them. */
-        fuse_reply_err(req, child_of(p, name) ? 0 : ENOENT);
+        fuse_reply_err(req, tree_child(p, name) ? 0 : ENOENT);
     } else {
         fuse_reply_err(req, EPERM);
     }
@@ -760,14 +451,14 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     pthread_mutex_lock(&fs_lock);
     struct node *p = node_by_ino(parent);
-    if (!p || sandbox_gone(p->sb))
+    if (!p || tree_gone(p->sb))
         fuse_reply_err(req, ENOENT);
     else if (p->kind == N_ROOTFS)
         rootfs_unlink(req, p, name, 0);
     else if (p->kind == N_SBDIR || p->kind == N_EXECDIR)
         /* Pseudo-files are not contents: unlinking them succeeds and changes nothing,
          * so `rm -r NAME` reaches the rmdir that stops the sandbox. */
-        fuse_reply_err(req, child_of(p, name) ? 0 : ENOENT);
+        fuse_reply_err(req, tree_child(p, name) ? 0 : ENOENT);
     else
         fuse_reply_err(req, EPERM);
     pthread_mutex_unlock(&fs_lock);
@@ -778,7 +469,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 {
     pthread_mutex_lock(&fs_lock);
     struct node *p = node_by_ino(parent), *np = node_by_ino(newparent);
-    if (!p || !np || sandbox_gone(p->sb))
+    if (!p || !np || tree_gone(p->sb))
         fuse_reply_err(req, ENOENT);
     else if (p->kind != N_ROOTFS || np->kind != N_ROOTFS)
         fuse_reply_err(req, EPERM);
@@ -795,7 +486,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 {
     pthread_mutex_lock(&fs_lock);
     struct node *p = node_by_ino(parent);
-    if (p && p->kind == N_ROOTFS && !sandbox_gone(p->sb))
+    if (p && p->kind == N_ROOTFS && !tree_gone(p->sb))
         rootfs_symlink(req, link, p, name);
     else
         fuse_reply_err(req, EPERM);
@@ -826,7 +517,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     pthread_mutex_lock(&fs_lock);
     struct node *n = node_by_ino(ino);
     int writing = (fi->flags & O_ACCMODE) != O_RDONLY;
-    if (!n || sandbox_gone(n->sb)) {
+    if (!n || tree_gone(n->sb)) {
         fuse_reply_err(req, ENOENT);
     } else if (n->kind == N_ROOTFS) {
         rootfs_open(req, n, fi);
@@ -842,10 +533,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             fuse_reply_err(req, ENOMEM);
         } else {
             h->nonblock = !!(fi->flags & O_NONBLOCK);
-            if (!is_stream(n)) {
+            if (!tree_is_stream(n)) {
                 if (n->kind == N_FILE && n->file == P_STATUS)
                     sandbox_refresh(n->sb);
-                h->text = render(n);
+                h->text = tree_render(n);
                 h->len = h->text ? strlen(h->text) : 0;
             } else if (n->file == P_LOGS && n->sb->state != SB_UNSTARTED) {
                 sandbox_logs_follow(n->sb);
@@ -863,122 +554,13 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 {
     pthread_mutex_lock(&fs_lock);
     struct node *p = node_by_ino(parent);
-    if (!p || sandbox_gone(p->sb))
+    if (!p || tree_gone(p->sb))
         fuse_reply_err(req, ENOENT);
     else if (p->kind == N_ROOTFS)
         rootfs_create(req, p, name, mode, fi);
     else
         fuse_reply_err(req, EACCES);
     pthread_mutex_unlock(&fs_lock);
-}
-
-/* Answer a stream read now if possible: 1 answered, 0 would block. */
-static int stream_read_now(fuse_req_t req, struct node *n, size_t size, off_t off)
-{
-    struct sandbox *sb = n->sb;
-    if (n->file == P_EXIT) {
-        struct exec *ex = exec_get(sb, n->exec_no);
-        if (!ex || !ex->ended)
-            return 0;
-        if (ex->failure) {
-            fuse_reply_err(req, EIO);
-            return 1;
-        }
-        char text[32];
-        int len = snprintf(text, sizeof(text), "%d\n", ex->exit_code);
-        if (off >= len)
-            fuse_reply_buf(req, NULL, 0);
-        else
-            fuse_reply_buf(req, text + off,
-                           (size_t)(len - off) < size ? (size_t)(len - off) : size);
-        return 1;
-    }
-    struct stream *st = node_stream(n);
-    if (!st)
-        return 0;
-    if (n->file == P_LOGS && sb->state == SB_UNSTARTED && !sb->create_inflight) {
-        fuse_reply_buf(req, NULL, 0); /* nothing ran, nothing will until started */
-        return 1;
-    }
-    if ((uint64_t)off < st->ob.produced) {
-        char *buf = malloc(size);
-        ssize_t got = buf ? outbuf_read(&st->ob, (uint64_t)off, buf, size) : -ENOMEM;
-        if (got < 0)
-            fuse_reply_err(req, (int)-got);
-        else
-            fuse_reply_buf(req, buf, (size_t)got);
-        free(buf);
-        return 1;
-    }
-    if (st->ended) {
-        if (st->err)
-            fuse_reply_err(req, -st->err == ECANCELED ? EIO : -st->err);
-        else
-            fuse_reply_buf(req, NULL, 0);
-        return 1;
-    }
-    return 0;
-}
-
-static struct waitq *stream_queue(struct node *n)
-{
-    if (n->file == P_EXIT) {
-        struct exec *ex = exec_get(n->sb, n->exec_no);
-        return ex ? &ex->exit_waiters : NULL;
-    }
-    struct stream *st = node_stream(n);
-    return st ? &st->readers : NULL;
-}
-
-static void parked_retry(struct waiter *w);
-
-static void parked_interrupted(struct waiter *w)
-{
-    park_done(w);
-    fuse_reply_err(w->req, EINTR);
-    free(w);
-}
-
-/* Read a stream, parking the request when nothing is there yet. */
-static void stream_read(fuse_req_t req, struct node *n, size_t size, off_t off,
-                        struct parked_read *pr)
-{
-    if (stream_read_now(req, n, size, off)) {
-        if (pr) {
-            park_done(&pr->w);
-            free(pr);
-        }
-        return;
-    }
-    struct waitq *q = stream_queue(n);
-    if (!pr) {
-        pr = calloc(1, sizeof(*pr));
-        if (!pr || !q) {
-            free(pr);
-            fuse_reply_err(req, q ? ENOMEM : EIO);
-            return;
-        }
-        pr->ino = n->ino;
-        pr->size = size;
-        pr->off = off;
-        park_register(&pr->w, req, parked_retry, parked_interrupted);
-    }
-    park_on(q, &pr->w);
-    if (n->file == P_EVENTS)
-        sandbox_refresh(n->sb); /* someone waits for the next transition: poll */
-}
-
-static void parked_retry(struct waiter *w)
-{
-    struct parked_read *pr = (struct parked_read *)w;
-    struct node *n = node_by_ino(pr->ino);
-    if (!n) {
-        park_done(w);
-        fuse_reply_err(w->req, EIO);
-        free(pr);
-        return;
-    }
-    stream_read(w->req, n, pr->size, pr->off, pr);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -991,13 +573,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         fuse_reply_err(req, ENOENT);
     } else if (n->kind == N_ROOTFS) {
         rootfs_read(req, (struct rootfs_file *)(uintptr_t)fi->fh, size, off);
-    } else if (is_stream(n)) {
-        if (h->nonblock) {
-            if (!stream_read_now(req, n, size, off))
-                fuse_reply_err(req, EAGAIN);
-        } else {
-            stream_read(req, n, size, off, NULL);
-        }
+    } else if (tree_is_stream(n)) {
+        reader_read(req, n, size, off, h->nonblock);
     } else if ((size_t)off >= h->len) {
         fuse_reply_buf(req, NULL, 0);
     } else {
@@ -1037,7 +614,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 {
     pthread_mutex_lock(&fs_lock);
     struct node *n = node_by_ino(ino);
-    if (!n || sandbox_gone(n->sb)) {
+    if (!n || tree_gone(n->sb)) {
         fuse_reply_err(req, ENOENT);
     } else if (n->kind == N_ROOTFS) {
         rootfs_write(req, (struct rootfs_file *)(uintptr_t)fi->fh, buf, size, off);
@@ -1101,7 +678,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
          * at every close of every duplicate of the descriptor (a forked child exiting,
          * a shell's dup2 dance around a builtin), in the middle of a line. */
         struct line_batch lb = {0};
-        if (n && n->kind == N_FILE && n->file == P_CTL && !sandbox_gone(n->sb) &&
+        if (n && n->kind == N_FILE && n->file == P_CTL && !tree_gone(n->sb) &&
             ctl_lines_finish(&h->lines, collect_line, &lb) == 0 && lb.n)
             control_submit(n->sb, NULL, lb.lines, lb.n, -1);
         batch_free(&lb);

@@ -248,7 +248,7 @@ void rootfs_readdir(fuse_req_t req, struct rootfs_dir *d, size_t size, off_t off
     /* Offsets: 0 ".", 1 "..", 2+i entry i. */
     for (off_t i = off; i < (off_t)d->n + 2; i++) {
         const char *name = i == 0 ? "." : i == 1 ? ".." : d->names[i - 2];
-        struct stat st = {.st_mode = S_IFDIR};
+        struct stat st = {.st_mode = S_IFDIR, .st_ino = FUSE_ROOT_ID}; /* d_ino 0 is hidden */
         size_t need;
         if (i >= 2)
             st = d->st[i - 2];

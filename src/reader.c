@@ -1,0 +1,140 @@
+/* reader.c - reading exec output, logs, events and exit.
+ *
+ * A read at the end of a stream that may still grow is parked on the stream's wait
+ * queue and retried when bytes arrive or the stream ends; Ctrl-C answers it EINTR
+ * (park.c). Offsets are byte positions in the output, so these files stay seekable
+ * and `tail -f` can start at the end. */
+#include "reader.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "park.h"
+#include "sandbox.h"
+#include "tree.h"
+
+struct parked_read {
+    struct waiter w; /* first: the waiter is the parked read */
+    fuse_ino_t ino;
+    size_t size;
+    off_t off;
+};
+
+/* Answer a stream read now if possible: 1 answered, 0 would block. */
+static int reader_read_now(fuse_req_t req, struct node *n, size_t size, off_t off)
+{
+    struct sandbox *sb = n->sb;
+    if (n->file == P_EXIT) {
+        struct exec *ex = exec_get(sb, n->exec_no);
+        if (!ex || !ex->ended)
+            return 0;
+        if (ex->failure) {
+            fuse_reply_err(req, EIO);
+            return 1;
+        }
+        char text[32];
+        int len = snprintf(text, sizeof(text), "%d\n", ex->exit_code);
+        if (off >= len)
+            fuse_reply_buf(req, NULL, 0);
+        else
+            fuse_reply_buf(req, text + off,
+                           (size_t)(len - off) < size ? (size_t)(len - off) : size);
+        return 1;
+    }
+    struct stream *st = tree_stream(n);
+    if (!st)
+        return 0;
+    if (n->file == P_LOGS && sb->state == SB_UNSTARTED && !sb->create_inflight) {
+        fuse_reply_buf(req, NULL, 0); /* nothing ran, nothing will until started */
+        return 1;
+    }
+    if ((uint64_t)off < st->ob.produced) {
+        char *buf = malloc(size);
+        ssize_t got = buf ? outbuf_read(&st->ob, (uint64_t)off, buf, size) : -ENOMEM;
+        if (got < 0)
+            fuse_reply_err(req, (int)-got);
+        else
+            fuse_reply_buf(req, buf, (size_t)got);
+        free(buf);
+        return 1;
+    }
+    if (st->ended) {
+        if (st->err)
+            fuse_reply_err(req, -st->err == ECANCELED ? EIO : -st->err);
+        else
+            fuse_reply_buf(req, NULL, 0);
+        return 1;
+    }
+    return 0;
+}
+
+static struct waitq *reader_queue(struct node *n)
+{
+    if (n->file == P_EXIT) {
+        struct exec *ex = exec_get(n->sb, n->exec_no);
+        return ex ? &ex->exit_waiters : NULL;
+    }
+    struct stream *st = tree_stream(n);
+    return st ? &st->readers : NULL;
+}
+
+static void reader_retry(struct waiter *w);
+
+static void reader_interrupted(struct waiter *w)
+{
+    park_done(w);
+    fuse_reply_err(w->req, EINTR);
+    free(w);
+}
+
+/* Read a stream, parking the request when nothing is there yet. */
+static void reader_park(fuse_req_t req, struct node *n, size_t size, off_t off,
+                        struct parked_read *pr)
+{
+    if (reader_read_now(req, n, size, off)) {
+        if (pr) {
+            park_done(&pr->w);
+            free(pr);
+        }
+        return;
+    }
+    struct waitq *q = reader_queue(n);
+    if (!pr) {
+        pr = calloc(1, sizeof(*pr));
+        if (!pr || !q) {
+            free(pr);
+            fuse_reply_err(req, q ? ENOMEM : EIO);
+            return;
+        }
+        pr->ino = n->ino;
+        pr->size = size;
+        pr->off = off;
+        park_register(&pr->w, req, reader_retry, reader_interrupted);
+    }
+    park_on(q, &pr->w);
+    if (n->file == P_EVENTS)
+        sandbox_refresh(n->sb); /* someone waits for the next transition: poll */
+}
+
+static void reader_retry(struct waiter *w)
+{
+    struct parked_read *pr = (struct parked_read *)w;
+    struct node *n = node_by_ino(pr->ino);
+    if (!n) {
+        park_done(w);
+        fuse_reply_err(w->req, EIO);
+        free(pr);
+        return;
+    }
+    reader_park(w->req, n, pr->size, pr->off, pr);
+}
+
+void reader_read(fuse_req_t req, struct node *n, size_t size, off_t off, int nonblock)
+{
+    if (!nonblock)
+        reader_park(req, n, size, off, NULL);
+    else if (!reader_read_now(req, n, size, off))
+        fuse_reply_err(req, EAGAIN);
+}
