@@ -11,4 +11,12 @@
  * the reader is interrupted. nonblock answers EAGAIN instead of parking. */
 void reader_read(fuse_req_t req, struct node *n, size_t size, off_t off, int nonblock);
 
+/* Answer the open of a stream node (fi->fh already set) once its first byte exists
+ * or it ended. Why: `tail -f` reads an empty file as a pipe, to its end, printing
+ * nothing until then; a stream that opens with bytes in it is followed instead.
+ * A FIFO's open waits for its writer in the same spirit. Interruptible; on failure
+ * discard(fi->fh) undoes the handle. */
+void reader_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi,
+                 void (*discard)(void *fh));
+
 #endif

@@ -543,7 +543,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             }
             fi->fh = (uintptr_t)h;
             fi->direct_io = 1;
-            fuse_reply_open(req, fi);
+            if (tree_is_stream(n) && !h->nonblock)
+                reader_open(req, n, fi, free); /* a fresh handle: free() undoes it */
+            else
+                fuse_reply_open(req, fi);
         }
     }
     pthread_mutex_unlock(&fs_lock);

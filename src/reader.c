@@ -138,3 +138,73 @@ void reader_read(fuse_req_t req, struct node *n, size_t size, off_t off, int non
     else if (!reader_read_now(req, n, size, off))
         fuse_reply_err(req, EAGAIN);
 }
+
+struct parked_open {
+    struct waiter w; /* first */
+    fuse_ino_t ino;
+    struct fuse_file_info fi;
+    void (*discard)(void *fh);
+};
+
+/* 1 when an open of n may be answered: bytes exist, the stream ended or never will
+ * start (logs of an unstarted sandbox). */
+static int open_ready(struct node *n)
+{
+    struct stream *st = tree_stream(n);
+    if (!st || n->file == P_EXIT)
+        return 1;
+    if (n->file == P_LOGS && n->sb->state == SB_UNSTARTED && !n->sb->create_inflight)
+        return 1;
+    return st->ob.produced > 0 || st->ended;
+}
+
+static void open_finish(struct parked_open *po, int err)
+{
+    park_done(&po->w);
+    if (err) {
+        po->discard((void *)(uintptr_t)po->fi.fh);
+        fuse_reply_err(po->w.req, err);
+    } else {
+        fuse_reply_open(po->w.req, &po->fi);
+    }
+    free(po);
+}
+
+static void open_retry(struct waiter *w)
+{
+    struct parked_open *po = (struct parked_open *)w;
+    struct node *n = node_by_ino(po->ino);
+    if (!n || tree_gone(n->sb))
+        open_finish(po, ENOENT);
+    else if (open_ready(n))
+        open_finish(po, 0);
+    else
+        park_on(&tree_stream(n)->readers, w);
+}
+
+static void open_interrupted(struct waiter *w)
+{
+    open_finish((struct parked_open *)w, EINTR);
+}
+
+void reader_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi,
+                 void (*discard)(void *fh))
+{
+    if (open_ready(n)) {
+        fuse_reply_open(req, fi);
+        return;
+    }
+    struct parked_open *po = calloc(1, sizeof(*po));
+    if (!po) {
+        discard((void *)(uintptr_t)fi->fh);
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    po->ino = n->ino;
+    po->fi = *fi;
+    po->discard = discard;
+    park_register(&po->w, req, open_retry, open_interrupted);
+    park_on(&tree_stream(n)->readers, &po->w);
+    if (n->file == P_EVENTS)
+        sandbox_refresh(n->sb);
+}
