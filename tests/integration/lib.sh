@@ -15,6 +15,7 @@
 #                   "valgrind -q --error-exitcode=99 --leak-check=full"
 #   IT_SCALE        multiplier of every time bound (default 1, 6 with a wrapper)
 #   IT_KEEP=1       keep the work directory (logs) after the run
+#   IT_ONLY="case_a case_b"  run only these cases of a file
 #
 # A test file looks like:
 #   . "$(dirname "$0")/lib.sh"
@@ -463,6 +464,7 @@ _it_case_exit() {
 }
 it_case() {
     local fn=$1 limit=$(t ${2:-120}) t0 pid wd rc ms
+    if [ -n "${IT_ONLY:-}" ] && [[ " $IT_ONLY " != *" $fn "* ]]; then return 0; fi
     IT_CASES=$((IT_CASES + 1))
     t0=$(now_ms)
     set -m
