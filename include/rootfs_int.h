@@ -52,6 +52,8 @@ struct rootfs_req {
     struct fuse_file_info fi;
     mode_t mode;
     int flag;
+    int relisted; /* a miss in a cached listing was checked with a fresh one */
+    int creating; /* an O_CREAT open of an existing file: answer with fuse_reply_create */
     struct rootfs_file *file;
 };
 
@@ -99,17 +101,18 @@ int rootfs_errno_from_stderr(const char *text);
 /* Run argv (NULL-terminated, exact, no shell) with Exec once the sandbox runs; fn gets
  * the outcome, exit code and output (borrowed for the call). */
 void rootfs_run_cmd(struct sandbox *sb, const char *const *argv, rootfs_cmd_fn fn, void *ud);
-/* StreamExec request bodies: the init envelope for argv, and the close envelope. */
-int rootfs_body_head(struct sandbox *sb, const char *const *argv, char **out, size_t *len);
-int rootfs_body_close(char **out, size_t *len);
 
 /* Call fn with a listing of dir no older than a second (one Exec when stale). */
 void rootfs_with_listing(struct sandbox *sb, const char *dir, dirlist_fn fn, void *ud);
 void rootfs_cache_invalidate(struct sandbox *sb, const char *dir);
 void rootfs_cache_invalidate_parent(struct sandbox *sb, const char *path);
-/* Open files whose spool has not reached the sandbox answer stat themselves. */
-struct rootfs_file *rootfs_unsent_file(struct sandbox *sb, const char *path);
-void rootfs_unsent_attr(struct rootfs_file *f, fuse_ino_t ino, struct stat *st);
+/* A file open here (with unsent changes only, when unsent_only), or NULL. An open
+ * file's spool is the freshest view of it: its size answers stat, so the kernel never
+ * cuts a read at a size cached before a command changed the file. */
+struct rootfs_file *rootfs_open_file(struct sandbox *sb, const char *path, int unsent_only);
+/* Attributes of an open file: the listing's (when listed) with the spool's size. */
+void rootfs_spool_attr(struct rootfs_file *f, const struct stat *listed, fuse_ino_t ino,
+                       struct stat *st);
 
 /* Free an open file whose sandbox is being freed (at unmount); unsent data keeps its
  * spool and is logged. */

@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <uthash.h>
 
+#include "execmsg.h"
 #include "fs.h"
 #include "outbuf.h"
 #include "park.h"
@@ -60,8 +61,7 @@ struct exec {
     int exit_code;
     char *failure; /* why it could not run or was cut off, NULL otherwise */
     uint64_t call_id;
-    char *body; /* the StreamExec request body (init + close), worker-only */
-    size_t body_len, body_pos;
+    struct execbody body; /* the StreamExec request (init + close), worker-only */
     sandbox_ready_fn started_fn; /* told once `ready` arrives or the start failed */
     void *started_ud;
     struct waitq exit_waiters;

@@ -11,11 +11,10 @@
 #include <string.h>
 
 #include "api.h"
+#include "execmsg.h"
 #include "log.h"
 #include "pbjson.h"
 #include "sandbox.h"
-
-static const char *const stream_names[] = {"STREAM_UNSPECIFIED", "STREAM_STDOUT", "STREAM_STDERR"};
 
 struct exec *exec_get(struct sandbox *sb, unsigned no)
 {
@@ -31,7 +30,7 @@ void exec_free(struct exec *ex)
     free(ex->argv);
     free(ex->cmdline);
     free(ex->failure);
-    free(ex->body);
+    execbody_free(&ex->body);
     stream_free(&ex->out);
     stream_free(&ex->err);
     free(ex);
@@ -57,57 +56,44 @@ static void exec_tell_started(struct exec *ex, int err)
         fn(ex->sb, err, ex->started_ud);
 }
 
-/* Worker thread, no lock: only the worker touches body/body_pos after the start. */
+/* Worker thread, no lock: only the worker touches the body after the start. */
 static long exec_body(uint64_t call, char *buf, size_t cap, void *ud)
 {
     struct exec *ex = ud;
-    size_t n = ex->body_len - ex->body_pos;
-    if (n > cap)
-        n = cap;
-    memcpy(buf, ex->body + ex->body_pos, n);
-    ex->body_pos += n;
     (void)call;
-    return (long)n;
+    return execbody_read(&ex->body, buf, cap);
 }
 
 static int exec_on_message(uint64_t call, json_t *msg, void *ud)
 {
     struct exec *ex = ud;
     struct sandbox *sb = ex->sb;
+    struct execmsg m;
     pthread_mutex_lock(&fs_lock);
-    json_t *output = json_object_get(msg, "output");
-    json_t *exitm = json_object_get(msg, "exit");
-    json_t *errm = json_object_get(msg, "error");
-    if (json_object_get(msg, "ready")) {
+    if (execmsg_parse(msg, &m) < 0) {
+        sandbox_fail(sb, EIO, "exec %u: the service sent a malformed StreamExec message", ex->no);
+    } else if (m.kind == EXECMSG_READY) {
         ex->started = 1;
         exec_tell_started(ex, 0);
-    } else if (json_is_object(output)) {
-        int which = 0;
-        char *data = NULL;
-        size_t len = 0;
-        pbjson_get_enum(output, "stream", stream_names, 3, &which);
-        if (pbjson_get_bytes(output, "data", &data, &len) == 0 && len) {
-            struct stream *st = which == 2 ? &ex->err : &ex->out;
-            if (stream_append(st, data, len) < 0)
-                sandbox_fail(sb, EIO, "exec %u: output lost: the spool is full", ex->no);
-            else if (st->ob.dropped)
-                sandbox_fail(sb, EFBIG,
-                             "exec %u: output beyond %llu MiB: the oldest %llu bytes were dropped",
-                             ex->no, (unsigned long long)(st->ob.cap >> 20),
-                             (unsigned long long)st->ob.dropped);
-            session.bytes_out += len;
-        }
-        free(data);
-    } else if (json_is_object(exitm)) {
-        int64_t code = 0;
-        pbjson_get_int64(exitm, "exitCode", 0, &code);
-        ex->exit_code = (int)code;
+    } else if (m.kind == EXECMSG_OUTPUT && m.len) {
+        struct stream *st = m.is_stderr ? &ex->err : &ex->out;
+        uint64_t dropped = st->ob.dropped;
+        if (stream_append(st, m.data, m.len) < 0)
+            sandbox_fail(sb, EIO, "exec %u: output lost: the spool is full", ex->no);
+        else if (st->ob.dropped != dropped)
+            sandbox_fail(
+                sb, EFBIG, "exec %u: output beyond %llu MiB: the oldest %llu bytes were dropped",
+                ex->no, (unsigned long long)(st->ob.cap >> 20), (unsigned long long)st->ob.dropped);
+        session.bytes_out += m.len;
+    } else if (m.kind == EXECMSG_EXIT) {
+        ex->exit_code = m.exit_code;
         ex->ended = 1;
-    } else if (json_is_object(errm)) {
+    } else if (m.kind == EXECMSG_ERROR) {
         free(ex->failure);
-        ex->failure = strdup(pbjson_get_string(errm, "message", "error"));
-        sandbox_fail(sb, EIO, "exec %u: %s", ex->no, ex->failure);
+        ex->failure = strdup(m.error);
+        sandbox_fail(sb, EIO, "exec %u: %s", ex->no, m.error);
     }
+    execmsg_clear(&m);
     pthread_mutex_unlock(&fs_lock);
     (void)call;
     return 0;
@@ -134,8 +120,7 @@ static void exec_on_done(uint64_t call, const struct api_result *res, void *ud)
         err = -EIO;
     }
     ex->ended = 1;
-    free(ex->body);
-    ex->body = NULL;
+    execbody_free(&ex->body);
     exec_tell_started(ex, err);
     stream_end(&ex->out, err);
     stream_end(&ex->err, err);
@@ -144,34 +129,6 @@ static void exec_on_done(uint64_t call, const struct api_result *res, void *ud)
     sandbox_unref(sb);
     pthread_mutex_unlock(&fs_lock);
     (void)call;
-}
-
-static int exec_build_body(struct exec *ex)
-{
-    json_t *cmd = json_array();
-    for (size_t i = 0; i < ex->argc; i++)
-        json_array_append_new(cmd, json_string(ex->argv[i]));
-    json_t *init = json_pack("{s:{s:s, s:o}}", "init", "sandboxId", ex->sb->id, "command", cmd);
-    json_t *close = json_pack("{s:{}}", "close");
-    char *a = NULL, *b = NULL;
-    size_t alen = 0, blen = 0;
-    int rc = -ENOMEM;
-    if (!init || !close || api_body_envelope(init, 0, &a, &alen) < 0 ||
-        api_body_envelope(close, 0, &b, &blen) < 0)
-        goto out;
-    ex->body = malloc(alen + blen);
-    if (!ex->body)
-        goto out;
-    memcpy(ex->body, a, alen);
-    memcpy(ex->body + alen, b, blen);
-    ex->body_len = alen + blen;
-    rc = 0;
-out:
-    free(a);
-    free(b);
-    json_decref(init);
-    json_decref(close);
-    return rc;
 }
 
 int exec_start(struct sandbox *sb, char **argv, size_t argc, const char *cmdline,
@@ -198,7 +155,7 @@ int exec_start(struct sandbox *sb, char **argv, size_t argc, const char *cmdline
     for (size_t i = 0; i < argc; i++)
         if (!(ex->argv[ex->argc++] = strdup(argv[i])))
             goto fail;
-    if (exec_build_body(ex) < 0)
+    if (execbody_init(&ex->body, sb->id, (const char *const *)ex->argv) < 0)
         goto fail;
     ex->no = sb->nexecs + 1;
     sb->execs[sb->nexecs++] = ex;

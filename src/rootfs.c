@@ -70,16 +70,28 @@ static void lookup_listed(struct sandbox *sb, int err, struct dirlist *dl, void 
     struct rf_entry *e = NULL;
     if (!err)
         HASH_FIND_STR(dl->entries, rc->name, e);
-    char *unsent_path = rootfs_path_join(rc->path, rc->name);
-    struct rootfs_file *uf = unsent_path ? rootfs_unsent_file(sb, unsent_path) : NULL;
-    if (uf) {
-        struct fuse_entry_param ep;
-        memset(&ep, 0, sizeof(ep));
-        struct node *n = node_get(N_ROOTFS, 0, sb, 0, unsent_path);
+    char *path = rootfs_path_join(rc->path, rc->name);
+    struct rootfs_file *of = path ? rootfs_open_file(sb, path, 0) : NULL;
+    if (of && !e && !of->dirty && !of->uploading)
+        of = NULL; /* open here, but gone from the sandbox */
+    if (!err && !e && !of && !rc->relisted && rootfs_ms_since(&dl->fetched) > 50) {
+        /* A cached listing may predate a command that made the name: ask again. */
+        rc->relisted = 1;
+        free(path);
+        rootfs_cache_invalidate(sb, rc->path);
+        rootfs_with_listing(sb, rc->path, lookup_listed, rc);
+        return;
+    }
+    struct fuse_entry_param ep;
+    memset(&ep, 0, sizeof(ep));
+    if (!path) {
+        fuse_reply_err(rc->req, ENOMEM);
+    } else if (of) {
+        struct node *n = node_get(N_ROOTFS, 0, sb, 0, path);
         if (n) {
             node_looked_up(n);
             ep.ino = n->ino;
-            rootfs_unsent_attr(uf, n->ino, &ep.attr);
+            rootfs_spool_attr(of, e ? &e->st : NULL, n->ino, &ep.attr);
             fuse_reply_entry(rc->req, &ep);
         } else {
             fuse_reply_err(rc->req, ENOMEM);
@@ -89,17 +101,13 @@ static void lookup_listed(struct sandbox *sb, int err, struct dirlist *dl, void 
     } else if (!e) {
         fuse_reply_err(rc->req, ENOENT);
     } else {
-        char *path = rootfs_path_join(rc->path, rc->name);
-        struct fuse_entry_param ep;
-        if (path)
-            fill_entry(sb, path, e, &ep);
-        if (!path || !ep.ino)
+        fill_entry(sb, path, e, &ep);
+        if (!ep.ino)
             fuse_reply_err(rc->req, ENOMEM);
         else
             fuse_reply_entry(rc->req, &ep);
-        free(path);
     }
-    free(unsent_path);
+    free(path);
     rootfs_req_free(rc);
 }
 
@@ -117,13 +125,15 @@ void rootfs_getattr_listed(struct sandbox *sb, int err, struct dirlist *dl, void
 {
     struct rootfs_req *rc = ud;
     struct rf_entry *e = NULL;
-    struct rootfs_file *uf = rc->flag ? NULL : rootfs_unsent_file(sb, rc->path);
+    struct rootfs_file *uf = rc->flag ? NULL : rootfs_open_file(sb, rc->path, 0);
     if (!err)
         HASH_FIND_STR(dl->entries, rootfs_path_base(rc->path), e);
+    if (uf && !e && !uf->dirty && !uf->uploading)
+        uf = NULL;
     if (uf) {
         struct stat st;
         struct node *n = node_get(N_ROOTFS, 0, sb, 0, rc->path);
-        rootfs_unsent_attr(uf, n ? n->ino : 0, &st);
+        rootfs_spool_attr(uf, e ? &e->st : NULL, n ? n->ino : 0, &st);
         fuse_reply_attr(rc->req, &st, 0);
     } else if (err) {
         fuse_reply_err(rc->req, -err);
@@ -167,10 +177,10 @@ void rootfs_getattr(fuse_req_t req, struct node *n)
         fuse_reply_attr(req, &st, ROOTFS_ATTR_TIMEOUT);
         return;
     }
-    struct rootfs_file *uf = rootfs_unsent_file(n->sb, n->path);
+    struct rootfs_file *uf = rootfs_open_file(n->sb, n->path, 1);
     if (uf) { /* no need to ask the sandbox: our spool is the truth */
         struct stat st;
-        rootfs_unsent_attr(uf, n->ino, &st);
+        rootfs_spool_attr(uf, NULL, n->ino, &st);
         fuse_reply_attr(req, &st, 0);
         return;
     }
@@ -476,7 +486,7 @@ void rootfs_setattr(fuse_req_t req, struct node *n, struct stat *attr, int to_se
             return;
         }
     }
-    struct rootfs_file *uf = f ? f : rootfs_unsent_file(sb, n->path);
+    struct rootfs_file *uf = f ? f : rootfs_open_file(sb, n->path, 1);
     if (uf && (uf->dirty || uf->uploading) && !(to_set & FUSE_SET_ATTR_SIZE)) {
         /* Not in the sandbox yet (or about to be replaced): apply after the send. */
         size_t a = 0;
@@ -498,7 +508,7 @@ void rootfs_setattr(fuse_req_t req, struct node *n, struct stat *attr, int to_se
             }
         }
         struct stat st;
-        rootfs_unsent_attr(uf, n->ino, &st);
+        rootfs_spool_attr(uf, NULL, n->ino, &st);
         fuse_reply_attr(req, &st, 0);
         return;
     }

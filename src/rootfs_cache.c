@@ -214,30 +214,36 @@ void rootfs_with_listing(struct sandbox *sb, const char *dir, dirlist_fn fn, voi
 }
 
 /* A file open here whose spool has not reached the sandbox yet answers stat itself. */
-struct rootfs_file *rootfs_unsent_file(struct sandbox *sb, const char *path)
+struct rootfs_file *rootfs_open_file(struct sandbox *sb, const char *path, int unsent_only)
 {
     struct rootfs_file *f;
     if (!sb->dircache)
         return NULL;
     DL_FOREACH(sb->dircache->open_files, f)
-    if ((f->dirty || f->uploading) && strcmp(f->path, path) == 0)
+    if ((!unsent_only || f->dirty || f->uploading) && strcmp(f->path, path) == 0)
         return f;
     return NULL;
 }
 
-void rootfs_unsent_attr(struct rootfs_file *f, fuse_ino_t ino, struct stat *st)
+void rootfs_spool_attr(struct rootfs_file *f, const struct stat *listed, fuse_ino_t ino,
+                       struct stat *st)
 {
     struct stat sp;
-    memset(st, 0, sizeof(*st));
+    if (listed) {
+        *st = *listed;
+    } else {
+        memset(st, 0, sizeof(*st));
+        st->st_mode = f->mode;
+        st->st_nlink = 1;
+        st->st_uid = getuid();
+        st->st_gid = getgid();
+        st->st_blksize = 4096;
+    }
     if (fstat(f->fd, &sp) == 0) {
         st->st_size = sp.st_size;
         st->st_blocks = sp.st_blocks;
-        st->st_mtim = st->st_ctim = st->st_atim = sp.st_mtim;
+        if (f->dirty || f->uploading || !listed)
+            st->st_mtim = st->st_ctim = st->st_atim = sp.st_mtim;
     }
     st->st_ino = ino;
-    st->st_mode = f->mode;
-    st->st_nlink = 1;
-    st->st_uid = getuid();
-    st->st_gid = getgid();
-    st->st_blksize = 4096;
 }

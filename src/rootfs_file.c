@@ -19,6 +19,7 @@
 #include "listing.h"
 #include "log.h"
 #include "pbjson.h"
+#include "execmsg.h"
 #include "rootfs_int.h"
 
 #define STREAM_CHUNK (1 << 20)
@@ -69,8 +70,8 @@ void rootfs_file_abandon(struct rootfs_file *f)
 {
     if (f->dirty) {
         f->failed = 1;
-        log_error("%s: %s was never sent to the sandbox; its data is kept in %s", f->sb->name,
-                  f->path, f->spool_path);
+        log_warn("%s: %s was never sent to the sandbox; its data is kept in %s", f->sb->name,
+                 f->path, f->spool_path);
     }
     for (size_t i = 0; f->pending_attrs[i]; i++)
         free(f->pending_attrs[i]);
@@ -99,24 +100,66 @@ static int write_all(int fd, const char *data, size_t len, off_t off)
     return 0;
 }
 
+/* How a command run through StreamExec for a file ended: its exit code and the
+ * start of what it said on stderr (for `error` and the errno). */
+struct cmd_outcome {
+    int ended, exit_code;
+    char *errtext;
+};
+
+/* Record m if it tells how the command ends; 1 when it was stdout data for the caller. */
+static int outcome_take(struct cmd_outcome *o, const struct execmsg *m)
+{
+    if (m->kind == EXECMSG_EXIT) {
+        o->ended = 1;
+        o->exit_code = m->exit_code;
+    } else if (m->kind == EXECMSG_ERROR && !o->errtext) {
+        o->errtext = strdup(m->error);
+    } else if (m->kind == EXECMSG_OUTPUT && m->is_stderr && m->len && !o->errtext) {
+        o->errtext = strndup(m->data, m->len > 500 ? 500 : m->len);
+    } else if (m->kind == EXECMSG_OUTPUT && !m->is_stderr) {
+        return 1;
+    }
+    return 0;
+}
+
+/* 0 when the command succeeded, else the errno its words mean (and `error` says so). */
+static int outcome_check(const struct cmd_outcome *o, struct sandbox *sb, const char *what,
+                         const char *path)
+{
+    if (o->ended && o->exit_code == 0)
+        return 0;
+    return sandbox_fail(sb, rootfs_errno_from_stderr(o->errtext), "%s %s: %s", what, path,
+                        o->errtext ? o->errtext : "no exit code");
+}
+
 /* Fetching a file bigger than the cap: a StreamExec of `cat`, stdout into the spool. */
 struct fetch_ctx {
     struct rootfs_req *rc;
     struct rootfs_file *f;
     off_t off;
-    int exit_code;
-    int ended;
-    char *errtext;
-    char *body;
-    size_t body_len, body_pos;
+    struct cmd_outcome out;
+    struct execbody body;
 };
 
 static void open_finish(struct rootfs_req *rc, int err)
 {
     struct rootfs_file *f = rc->file;
+    struct node *n = rc->creating && !err ? node_get(N_ROOTFS, 0, f->sb, 0, f->path) : NULL;
+    if (rc->creating && !err && !n)
+        err = -ENOMEM;
     if (err) {
         file_free(f);
         fuse_reply_err(rc->req, -err);
+    } else if (n) {
+        struct fuse_entry_param ep;
+        memset(&ep, 0, sizeof(ep));
+        node_looked_up(n);
+        ep.ino = n->ino;
+        rootfs_spool_attr(f, NULL, n->ino, &ep.attr);
+        rc->fi.fh = (uintptr_t)f;
+        rc->fi.keep_cache = 0;
+        fuse_reply_create(rc->req, &ep, &rc->fi);
     } else {
         rc->fi.fh = (uintptr_t)f;
         rc->fi.keep_cache = 0;
@@ -128,44 +171,27 @@ static void open_finish(struct rootfs_req *rc, int err)
 static long fetch_body(uint64_t call, char *buf, size_t cap, void *ud)
 {
     struct fetch_ctx *fc = ud;
-    size_t n = fc->body_len - fc->body_pos;
-    if (n > cap)
-        n = cap;
-    memcpy(buf, fc->body + fc->body_pos, n);
-    fc->body_pos += n;
     (void)call;
-    return (long)n;
+    return execbody_read(&fc->body, buf, cap);
 }
 
 static int fetch_message(uint64_t call, json_t *msg, void *ud)
 {
     struct fetch_ctx *fc = ud;
-    pthread_mutex_lock(&fs_lock);
-    json_t *output = json_object_get(msg, "output");
-    json_t *exitm = json_object_get(msg, "exit");
+    struct execmsg m;
     int rc = 0;
-    if (json_is_object(output)) {
-        char *data = NULL;
-        size_t len = 0;
-        if (pbjson_get_bytes(output, "data", &data, &len) == 0) {
-            const char *st = pbjson_get_string(output, "stream", "");
-            if (strcmp(st, "STREAM_STDERR") == 0 || strcmp(st, "2") == 0) {
-                if (!fc->errtext)
-                    fc->errtext = strndup(data, len > 500 ? 500 : len);
-            } else if (write_all(fc->f->fd, data, len, fc->off) < 0) {
-                rc = 1;
-            } else {
-                fc->off += (off_t)len;
-                session.bytes_read += len;
-            }
+    pthread_mutex_lock(&fs_lock);
+    if (execmsg_parse(msg, &m) < 0) {
+        rc = 1;
+    } else if (outcome_take(&fc->out, &m)) {
+        if (write_all(fc->f->fd, m.data, m.len, fc->off) < 0) {
+            rc = 1;
+        } else {
+            fc->off += (off_t)m.len;
+            session.bytes_read += m.len;
         }
-        free(data);
-    } else if (json_is_object(exitm)) {
-        int64_t code = 0;
-        pbjson_get_int64(exitm, "exitCode", 0, &code);
-        fc->exit_code = (int)code;
-        fc->ended = 1;
     }
+    execmsg_clear(&m);
     pthread_mutex_unlock(&fs_lock);
     (void)call;
     return rc;
@@ -180,63 +206,27 @@ static void fetch_done(uint64_t call, const struct api_result *res, void *ud)
     if (err)
         sandbox_fail(sb, -err, "read %s: StreamExec: %s: %s", fc->f->path, res->error.code,
                      res->error.message ? res->error.message : "");
-    else if (!fc->ended || fc->exit_code != 0)
-        err = sandbox_fail(sb, rootfs_errno_from_stderr(fc->errtext), "read %s: cat: %s",
-                           fc->f->path, fc->errtext ? fc->errtext : "no exit code");
+    else
+        err = outcome_check(&fc->out, sb, "read", fc->f->path);
     open_finish(fc->rc, err);
-    free(fc->errtext);
-    free(fc->body);
+    free(fc->out.errtext);
+    execbody_free(&fc->body);
     free(fc);
     pthread_mutex_unlock(&fs_lock);
     (void)call;
 }
 
-/* A StreamExec request body: init (argv) and close, plus stdin from fd when >= 0. */
-struct upload_src {
-    int fd;
-    off_t off, size;
-};
-
-int rootfs_body_head(struct sandbox *sb, const char *const *argv, char **out, size_t *len)
-{
-    json_t *cmd = json_array();
-    for (size_t i = 0; argv[i]; i++)
-        json_array_append_new(cmd, json_string(argv[i]));
-    json_t *init = json_pack("{s:{s:s, s:o}}", "init", "sandboxId", sb->id, "command", cmd);
-    int rc = init ? api_body_envelope(init, 0, out, len) : -ENOMEM;
-    json_decref(init);
-    return rc;
-}
-
-int rootfs_body_close(char **out, size_t *len)
-{
-    json_t *close = json_pack("{s:{}}", "close");
-    int rc = close ? api_body_envelope(close, 0, out, len) : -ENOMEM;
-    json_decref(close);
-    return rc;
-}
-
 static void fetch_when_running(struct sandbox *sb, int err, void *ud)
 {
     struct fetch_ctx *fc = ud;
-    char *head = NULL, *tail = NULL;
-    size_t hlen = 0, tlen = 0;
     const char *argv[] = {"cat", "--", fc->f->path, NULL};
-    if (!err && (rootfs_body_head(sb, argv, &head, &hlen) < 0 ||
-                 rootfs_body_close(&tail, &tlen) < 0 || !(fc->body = malloc(hlen + tlen))))
+    if (!err && execbody_init(&fc->body, sb->id, argv) < 0)
         err = -ENOMEM;
     if (err) {
-        free(head);
-        free(tail);
         open_finish(fc->rc, err);
         free(fc);
         return;
     }
-    memcpy(fc->body, head, hlen);
-    memcpy(fc->body + hlen, tail, tlen);
-    fc->body_len = hlen + tlen;
-    free(head);
-    free(tail);
     api_bidi("StreamExec", fetch_body, fetch_message, fetch_done, fc);
 }
 
@@ -359,6 +349,26 @@ static void create_listed(struct sandbox *sb, int err, struct dirlist *dl, void 
         open_finish(rc, -EEXIST);
         return;
     }
+    if (e && S_ISDIR(e->st.st_mode)) {
+        open_finish(rc, -EISDIR);
+        return;
+    }
+    if (e && !(rc->fi.flags & O_TRUNC)) {
+        /* O_CREAT of a file that exists (made by a command since the kernel looked):
+         * it is an open, content first. */
+        char *path = strdup(f->path);
+        if (!path) {
+            open_finish(rc, -ENOMEM);
+            return;
+        }
+        free(rc->path);
+        rc->path = path;
+        rc->creating = 1;
+        rc->flag = rc->fi.flags;
+        f->mode = e->st.st_mode;
+        open_listed(sb, 0, dl, rc);
+        return;
+    }
     /* The kernel expects the new file's attributes now; it exists once flushed. */
     struct fuse_entry_param ep;
     memset(&ep, 0, sizeof(ep));
@@ -369,8 +379,8 @@ static void create_listed(struct sandbox *sb, int err, struct dirlist *dl, void 
     }
     node_looked_up(n);
     f->dirty = 1;
-    f->mode = S_IFREG | (rc->mode & 07777);
-    if ((rc->mode & 07777) != 0644) {
+    f->mode = e ? e->st.st_mode : S_IFREG | (rc->mode & 07777);
+    if (!e && (rc->mode & 07777) != 0644) { /* O_CREAT's mode applies to new files only */
         char modebuf[16];
         snprintf(modebuf, sizeof(modebuf), "%o", rc->mode & 07777);
         f->pending_attrs[0] = strdup("mode");
@@ -378,7 +388,7 @@ static void create_listed(struct sandbox *sb, int err, struct dirlist *dl, void 
     }
     ep.ino = n->ino;
     ep.attr.st_ino = n->ino;
-    ep.attr.st_mode = S_IFREG | (rc->mode & 07777);
+    ep.attr.st_mode = f->mode;
     ep.attr.st_nlink = 1;
     clock_gettime(CLOCK_REALTIME, &ep.attr.st_mtim);
     ep.attr.st_ctim = ep.attr.st_atim = ep.attr.st_mtim;
@@ -456,8 +466,7 @@ struct upload_ctx {
     int stage; /* 0 head, 1 stdin chunks, 2 close, 3 done */
     char *pending;
     size_t pending_len, pending_pos;
-    int exit_code, ended;
-    char *errtext;
+    struct cmd_outcome out;
 };
 
 static void upload_start(struct rootfs_file *f);
@@ -520,7 +529,7 @@ static void upload_finish(struct upload_ctx *uc, int err)
     if (uc->fd >= 0)
         close(uc->fd);
     free(uc->pending);
-    free(uc->errtext);
+    free(uc->out.errtext);
     free(uc);
     if (!err && f->dirty && !f->released) { /* written to while sending: send again */
         upload_start(f);
@@ -563,15 +572,13 @@ static long upload_body(uint64_t call, char *buf, size_t cap, void *ud)
                 return -EIO;
             }
             uc->off += got;
-            json_t *msg = json_pack("{s:o}", "stdin", pbjson_bytes(raw, (size_t)got));
+            int rc = execmsg_stdin(raw, (size_t)got, &uc->pending, &uc->pending_len);
             free(raw);
-            int rc = msg ? api_body_envelope(msg, 0, &uc->pending, &uc->pending_len) : -ENOMEM;
-            json_decref(msg);
             if (rc < 0)
                 return rc;
         } else if (uc->stage <= 1) {
             uc->stage = 2;
-            if (rootfs_body_close(&uc->pending, &uc->pending_len) < 0)
+            if (execmsg_close(&uc->pending, &uc->pending_len) < 0)
                 return -ENOMEM;
         } else {
             return 0;
@@ -589,21 +596,11 @@ static long upload_body(uint64_t call, char *buf, size_t cap, void *ud)
 static int upload_message(uint64_t call, json_t *msg, void *ud)
 {
     struct upload_ctx *uc = ud;
+    struct execmsg m;
     pthread_mutex_lock(&fs_lock);
-    json_t *output = json_object_get(msg, "output");
-    json_t *exitm = json_object_get(msg, "exit");
-    if (json_is_object(output) && !uc->errtext) {
-        char *data = NULL;
-        size_t len = 0;
-        if (pbjson_get_bytes(output, "data", &data, &len) == 0 && len)
-            uc->errtext = strndup(data, len > 500 ? 500 : len);
-        free(data);
-    } else if (json_is_object(exitm)) {
-        int64_t code = 0;
-        pbjson_get_int64(exitm, "exitCode", 0, &code);
-        uc->exit_code = (int)code;
-        uc->ended = 1;
-    }
+    if (execmsg_parse(msg, &m) == 0 && outcome_take(&uc->out, &m) && m.len && !uc->out.errtext)
+        uc->out.errtext = strndup(m.data, m.len > 500 ? 500 : m.len); /* cat says nothing */
+    execmsg_clear(&m);
     pthread_mutex_unlock(&fs_lock);
     (void)call;
     return 0;
@@ -617,9 +614,8 @@ static void upload_stream_done(uint64_t call, const struct api_result *res, void
     if (err)
         sandbox_fail(uc->f->sb, -err, "write %s: StreamExec: %s: %s", uc->f->path, res->error.code,
                      res->error.message ? res->error.message : "");
-    else if (!uc->ended || uc->exit_code != 0)
-        err = sandbox_fail(uc->f->sb, rootfs_errno_from_stderr(uc->errtext), "write %s: %s",
-                           uc->f->path, uc->errtext ? uc->errtext : "no exit code");
+    else
+        err = outcome_check(&uc->out, uc->f->sb, "write", uc->f->path);
     if (!err)
         session.bytes_written += (uint64_t)uc->size;
     upload_finish(uc, err);
@@ -660,7 +656,7 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
      * pasted into the script). */
     const char *argv[] = {"sh", "-c", "cat > \"$1\"", "sh", f->path, NULL};
     uc->fd = dup(f->fd);
-    if (uc->fd < 0 || rootfs_body_head(sb, argv, &uc->pending, &uc->pending_len) < 0) {
+    if (uc->fd < 0 || execmsg_init(sb->id, argv, &uc->pending, &uc->pending_len) < 0) {
         upload_finish(uc, -EIO);
         return;
     }
@@ -712,8 +708,8 @@ void rootfs_release(struct rootfs_file *f)
         f->failed = 1;
     }
     if (f->dirty && f->failed)
-        log_error("%s: %s was not saved in the sandbox; its data is kept in %s", f->sb->name,
-                  f->path, f->spool_path);
+        log_warn("%s: %s was not saved in the sandbox; its data is kept in %s", f->sb->name,
+                 f->path, f->spool_path);
     if (f->uploading) {
         /* The send in flight still needs the file; it frees it when it ends. */
         f->released = 1;
