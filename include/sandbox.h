@@ -61,7 +61,7 @@ struct exec {
     int exit_code;
     char *failure; /* why it could not run or was cut off, NULL otherwise */
     uint64_t call_id;
-    struct execbody body; /* the StreamExec request (init + close), worker-only */
+    struct execbody body;        /* the StreamExec request (init + close), worker-only */
     sandbox_ready_fn started_fn; /* told once `ready` arrives or the start failed */
     void *started_ud;
     struct waitq exit_waiters;
@@ -107,7 +107,7 @@ struct sandbox {
     struct rootfs_cache *dircache;       /* rootfs.c's */
     struct ctl_job *ctl_head, *ctl_tail; /* control.c's jobs, run in order */
 
-    UT_hash_handle hh; /* sandboxes by name */
+    UT_hash_handle hh;                   /* sandboxes by name */
     struct sandbox *all_prev, *all_next; /* every sandbox not yet freed, for fs_free */
 };
 
@@ -147,6 +147,9 @@ int sandbox_fail(struct sandbox *sb, int errnum, const char *fmt, ...)
 void sandbox_when_running(struct sandbox *sb, sandbox_ready_fn fn, void *ud);
 /* Same, once the sandbox is in a terminal state (polling meanwhile). */
 void sandbox_when_terminal(struct sandbox *sb, sandbox_ready_fn fn, void *ud);
+
+/* Drop the waits above whose ud is ud (their fn is never called); returns how many. */
+int sandbox_cancel_waits(struct sandbox *sb, void *ud);
 
 /* Apply a new state from a Sandbox message (GetSandbox, CreateSandbox, lists). */
 void sandbox_update_from(struct sandbox *sb, json_t *sandbox_msg);

@@ -24,7 +24,7 @@ struct ctl_job {
     long reply_size;
     int answered;    /* the FUSE request got its reply (or there is none) */
     int interrupted; /* the request was interrupted: run nothing more */
-    int busy;     /* a command's callback is outstanding */
+    int busy;        /* a command's callback is outstanding */
     struct ctl_job *next_job;
 };
 
@@ -223,6 +223,13 @@ static void job_interrupted(struct waiter *w)
     job->interrupted = 1;
     job_answer(job, -EINTR);
     log_info("%s: ctl write interrupted", job->sb->name);
+    /* A `wait` or `start` may wait forever: give up its turn now, or the commands
+     * written after it (a `stop`, say) would queue behind it. A command with a call in
+     * flight finishes on its own. */
+    if (job->busy && job == job->sb->ctl_head && sandbox_cancel_waits(job->sb, job)) {
+        job->busy = 0;
+        job_finish(job, -EINTR);
+    }
 }
 
 void control_submit(struct sandbox *sb, fuse_req_t req, char **lines, size_t nlines,

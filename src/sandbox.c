@@ -322,6 +322,21 @@ static int add_cont(struct sandbox *sb, int want_terminal, sandbox_ready_fn fn, 
     return 0;
 }
 
+int sandbox_cancel_waits(struct sandbox *sb, void *ud)
+{
+    struct sb_cont *c, *tmp;
+    int n = 0;
+    LL_FOREACH_SAFE(sb->conts, c, tmp)
+    {
+        if (c->ud != ud)
+            continue;
+        LL_DELETE(sb->conts, c);
+        free(c);
+        n++;
+    }
+    return n;
+}
+
 /* ---- polling ---- */
 
 static int needs_poll(const struct sandbox *sb)
