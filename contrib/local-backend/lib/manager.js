@@ -10,6 +10,7 @@ const { randomUUID } = require("node:crypto");
 const { State, SnapshotState, SnapshotTrigger } = require("./schema");
 const { E } = require("./errors");
 const { resolveInRoot, parseBytes, parseCpuMillis } = require("./util");
+const { Spawner } = require("./spawner");
 
 const HELPER = path.join(__dirname, "..", "gen", "sbx-helper");
 const FILE_LIMIT = 32 * 1024 * 1024;
@@ -113,6 +114,12 @@ class Sandbox {
   }
 }
 
+// Start the helper: through the zygote when there is one.
+function helperSpawn(m, args, opts) {
+  if (m.spawner && !m.spawner.dead) return m.spawner.spawn(args, opts);
+  return spawn(HELPER, args, opts);
+}
+
 class Manager {
   constructor(opts) {
     this.stateDir = opts.stateDir;
@@ -148,6 +155,10 @@ class Manager {
     await fsp.mkdir(this.sbRoot, { recursive: true });
     await fsp.mkdir(this.snapRoot, { recursive: true });
     this.setupCgroups();
+    if (!process.env.CWSB_NO_ZYGOTE) {
+      await fsp.rm(path.join(this.stateDir, "spawn"), { recursive: true, force: true });
+      this.spawner = new Spawner(HELPER, path.join(this.stateDir, "spawn"), this.log);
+    }
     // Prove that isolation works here before accepting any call.
     const probe = path.join(this.stateDir, "probe");
     await fsp.rm(probe, { recursive: true, force: true });
@@ -444,7 +455,7 @@ class Manager {
       return;
     }
 
-    const proc = spawn(HELPER, args, {
+    const proc = helperSpawn(this, args, {
       env: this.containerEnv(sb, {}),
       stdio: ["ignore", "pipe", "pipe", "pipe"],
     });
@@ -644,7 +655,7 @@ class Manager {
     args.push("--", ...command);
     const stdio = [withStdin ? "pipe" : "ignore", "pipe", "pipe", "pipe"];
     if (tty) stdio.push("pipe"); // fd 4: "COLSxROWS" lines
-    const child = spawn(HELPER, args, {
+    const child = helperSpawn(this, args, {
       env: this.containerEnv(sb, env),
       stdio,
     });
@@ -864,6 +875,10 @@ class Manager {
     for (const ctl of Object.values(this.cg || {})) await rmdirRetry(ctl);
     await fsp.rm(this.sbRoot, { recursive: true, force: true });
     await fsp.rm(this.snapRoot, { recursive: true, force: true });
+    if (this.spawner) {
+      this.spawner.close();
+      await fsp.rm(path.join(this.stateDir, "spawn"), { recursive: true, force: true });
+    }
   }
 }
 

@@ -79,6 +79,19 @@ function exitCodeOf(r) {
   return 128 + (require("node:os").constants.signals[r.signal] || 9);
 }
 
+// Consecutive log chunks as fewer, larger entries (each keeps the first's time).
+function mergeChunks(chunks, maxBytes) {
+  const out = [];
+  for (const c of chunks) {
+    const last = out[out.length - 1];
+    if (last && last.size + c.data.length <= maxBytes) {
+      last.parts.push(c.data);
+      last.size += c.data.length;
+    } else out.push({ off: c.off, time: c.time, parts: [c.data], size: c.data.length });
+  }
+  return out.map((m) => ({ off: m.off, time: m.time, data: m.parts.length === 1 ? m.parts[0] : Buffer.concat(m.parts, m.size) }));
+}
+
 function makeService(m) {
   return {
     async createSandbox(req) {
@@ -219,7 +232,7 @@ function makeService(m) {
       try {
         yield { message: { case: "ready", value: { readyTime: timestampFromDate(new Date()) } } };
         for (;;) {
-          const item = await q.next();
+          const item = await q.nextMerged(256 * 1024);
           if (!item) break;
           if (item.kind === "out") {
             yield { message: { case: "output", value: { stream: item.stream, data: item.data } } };
@@ -257,7 +270,8 @@ function makeService(m) {
       else off = logs.base;
       const since = req.sinceTime ? timestampDate(req.sinceTime) : null;
       for (;;) {
-        const chunks = logs.from(off);
+        let chunks = logs.from(off);
+        if (!req.timestamps && !since) chunks = mergeChunks(chunks, 256 * 1024);
         for (const c of chunks) {
           off = c.off + c.data.length;
           if (since && c.time < since) continue;

@@ -124,6 +124,29 @@ class ByteQueue {
       w();
     }
   }
+  // Take the next item, merged with the output items right behind it that
+  // belong to the same stream (up to maxBytes): a reader that fell behind gets
+  // fewer, larger messages instead of thousands of tiny ones.
+  async nextMerged(maxBytes) {
+    const first = await this.next();
+    if (!first || first.kind !== "out") return first;
+    let n = first.data.length;
+    const parts = [first.data];
+    while (this.items.length) {
+      const it = this.items[0];
+      if (it.kind !== "out" || it.stream !== first.stream || n + it.data.length > maxBytes) break;
+      this.items.shift();
+      this.bytes -= it.__size;
+      parts.push(it.data);
+      n += it.data.length;
+    }
+    if (this.paused && this.bytes <= this.highWater / 2) {
+      this.paused = false;
+      this.onPressure && this.onPressure(false);
+    }
+    return parts.length === 1 ? first : { kind: "out", stream: first.stream, data: Buffer.concat(parts, n) };
+  }
+
   async next() {
     for (;;) {
       if (this.items.length) {

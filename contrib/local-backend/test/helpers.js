@@ -19,6 +19,7 @@ async function startServer(extraArgs = [], { listen = "127.0.0.1:0" } = {}) {
   });
   let stderr = "";
   proc.stderr.on("data", (d) => (stderr += d));
+  if (process.env.CWSB_SERVER_LOG) proc.stderr.pipe(fs.createWriteStream(process.env.CWSB_SERVER_LOG, { flags: "a" }));
   let stdout = "";
   const url = await new Promise((resolve, reject) => {
     proc.stdout.on("data", (d) => {

@@ -81,13 +81,21 @@ describe("StreamLogs", () => {
     const full = [];
     for await (const e of c.streamLogs({ sandboxId: sb.sandboxId })) full.push(e);
     const first = [];
-    for await (const e of c.streamLogs({ sandboxId: sb.sandboxId })) {
+    // (with timestamps every chunk is its own entry; without, chunks that are
+    // already there come merged)
+    for await (const e of c.streamLogs({ sandboxId: sb.sandboxId, timestamps: true })) {
       first.push(e);
       if (first.length === 3) break; // the stream drops
     }
+    assert.equal(first.length, 3);
     const rest = [];
     for await (const e of c.streamLogs({ sandboxId: sb.sandboxId, resumeLogSessionId: first[2].logSessionId, resumeLogOffset: first[2].nextLogOffset })) rest.push(e);
     assert.equal(text(first) + text(rest), text(full));
+    // any byte offset of the session
+    const mid = [];
+    for await (const e of c.streamLogs({ sandboxId: sb.sandboxId, resumeLogSessionId: full[0].logSessionId, resumeLogOffset: 7n })) mid.push(e);
+    assert.equal(text(mid), text(full).slice(7));
+    assert.equal(mid.at(-1).nextLogOffset, full.at(-1).nextLogOffset);
     await assert.rejects(
       (async () => {
         for await (const _ of c.streamLogs({ sandboxId: sb.sandboxId, resumeLogSessionId: "other", resumeLogOffset: 1n }));
