@@ -14,6 +14,7 @@
 #include "execmsg.h"
 #include "log.h"
 #include "pbjson.h"
+#include "rootfs.h"
 #include "sandbox.h"
 
 struct exec *exec_get(struct sandbox *sb, unsigned no)
@@ -88,6 +89,7 @@ static int exec_on_message(uint64_t call, json_t *msg, void *ud)
     } else if (m.kind == EXECMSG_EXIT) {
         ex->exit_code = m.exit_code;
         ex->ended = 1;
+        rootfs_cache_drop(sb);
     } else if (m.kind == EXECMSG_ERROR) {
         free(ex->failure);
         ex->failure = strdup(m.error);
@@ -120,6 +122,7 @@ static void exec_on_done(uint64_t call, const struct api_result *res, void *ud)
         err = -EIO;
     }
     ex->ended = 1;
+    rootfs_cache_drop(sb); /* what the command changed is seen at the next open */
     execbody_free(&ex->body);
     exec_tell_started(ex, err);
     stream_end(&ex->out, err);

@@ -64,6 +64,14 @@ void rootfs_cache_free(struct sandbox *sb)
     sb->dircache = NULL;
 }
 
+void rootfs_cache_drop(struct sandbox *sb)
+{
+    struct dirlist *dl, *tmp;
+    if (sb->dircache)
+        HASH_ITER(hh, sb->dircache->dirs, dl, tmp)
+    dl->valid = 0;
+}
+
 /* Forget what we know of dir (our own change made it stale). */
 void rootfs_cache_invalidate(struct sandbox *sb, const char *dir)
 {
