@@ -284,6 +284,14 @@ void rootfs_readdir(fuse_req_t req, struct rootfs_dir *d, size_t size, off_t off
             }
             need = fuse_add_direntry_plus(req, buf + used, size - used, name, &ep, i + 1);
         } else {
+            /* readdir(3) hides entries with d_ino 0, and listed entries have no inode
+             * until looked up: give a stable stand-in (readdir's d_ino is advisory). */
+            if (!st.st_ino) {
+                uint64_t h = 1469598103934665603ull;
+                for (const char *c = name; *c; c++)
+                    h = (h ^ (unsigned char)*c) * 1099511628211ull;
+                st.st_ino = (ino_t)(h | 1ull << 63);
+            }
             need = fuse_add_direntry(req, buf + used, size - used, name, &st, i + 1);
         }
         if (used + need > size)
