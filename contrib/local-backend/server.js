@@ -213,6 +213,8 @@ async function main() {
   };
 
   const shutdown = new AbortController();
+  // every call's signal listens to this one
+  require("node:events").setMaxListeners(0, shutdown.signal);
   const rpc = connectNodeAdapter({
     routes: (router) => router.service(SandboxService, makeService(manager)),
     interceptors: [interceptor],
@@ -320,7 +322,11 @@ async function main() {
     await manager.shutdown().catch((e) => logLine(`shutdown: ${e.message}`));
     for (const s of sockets) s.destroy();
     if (address.startsWith("unix:")) await fsp.rm(address.slice(5), { force: true });
-    if (opts.addressFile) await fsp.rm(opts.addressFile, { force: true });
+    // (only if it is still ours: a new server may have taken the name)
+    if (opts.addressFile) {
+      const cur = await fsp.readFile(opts.addressFile, "utf8").catch(() => "");
+      if (cur.trim() === address) await fsp.rm(opts.addressFile, { force: true });
+    }
     if (createdStateDir) await fsp.rm(stateDir, { recursive: true, force: true });
     process.exit(0);
   };

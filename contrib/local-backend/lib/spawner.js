@@ -66,6 +66,8 @@ class ZProc extends EventEmitter {
         }
       }
       this.childOpened = childOpened;
+      // we hold our reading ends: the zygote may let go of its own
+      this.zygote.release(this.id);
       // O_RDWR: opening never waits for the reader, and we stay the only writer.
       // Our end must be closed (not just shut down) for the reader to see
       // end-of-file: we are the FIFO's only writer.
@@ -89,6 +91,7 @@ class ZProc extends EventEmitter {
       if (this.stdin) feed(this.stdin, open(0, fs.constants.O_RDWR));
       if (this.stdio[4]) feed(this.stdio[4], open(4, fs.constants.O_RDWR));
     } catch (e) {
+      this.zygote.release(this.id);
       this.kill("SIGKILL");
       this.emit("error", e);
     }
@@ -204,6 +207,10 @@ class Spawner {
     for (const f of fields) if (f.includes("\0")) throw new Error("NUL byte in an argument or the environment");
     this.proc.stdin.write(fields.join("\0") + "\0");
     return p;
+  }
+
+  release(id) {
+    if (!this.dead) this.proc.stdin.write(`C\0${id}\0`);
   }
 
   close() {

@@ -697,6 +697,10 @@ static int zparse(struct zreq *r, size_t *used)
 			return -1;
 		r->fields[r->n++] = zbuf + pos;
 		pos = end - zbuf + 1;
+		if (r->n == 2 && !strcmp(r->fields[0], "C")) {
+			*used = pos;
+			return 1;
+		}
 		if (r->n == 5) {
 			argc = atoi(r->fields[4]);
 			if (argc < 1 || argc > 1024)
@@ -732,6 +736,32 @@ static void zsay(const char *fmt, ...)
 	buf[n++] = '\n';
 	if (write_all(1, buf, n) < 0)
 		_exit(0);
+}
+
+/*
+ * The zygote keeps its own (read-write) opening of a child's output FIFOs
+ * until the server says ("C\0ID\0") that it opened its reading ends: until
+ * then the FIFOs keep what the child wrote, even if the child already closed
+ * them (a FIFO nobody holds open loses its content, and a reader that opens
+ * it after the last writer left never sees end-of-file).
+ */
+struct zheld {
+	long id;
+	pid_t pid;
+	int fds[3];
+};
+static struct zheld held[4096];
+
+static void zrelease(long id, pid_t pid)
+{
+	for (size_t i = 0; i < sizeof(held) / sizeof(held[0]); i++) {
+		if (held[i].id && ((id && held[i].id == id) || (pid && held[i].pid == pid))) {
+			for (int j = 0; j < 3; j++)
+				close(held[i].fds[j]);
+			held[i].id = 0;
+			held[i].pid = 0;
+		}
+	}
 }
 
 static void zstart(struct zreq *r, const sigset_t *oldmask)
@@ -818,8 +848,20 @@ static void zstart(struct zreq *r, const sigset_t *oldmask)
 		execve("/proc/self/exe", nargv, nenv);
 		_exit(126);
 	}
-	for (i = 1; i <= 3; i++)
-		close(outs[i]);
+	{
+		size_t k;
+		for (k = 0; k < sizeof(held) / sizeof(held[0]) && held[k].id; k++)
+			;
+		if (k < sizeof(held) / sizeof(held[0])) {
+			held[k].id = atol(id);
+			held[k].pid = pid;
+			for (i = 0; i < 3; i++)
+				held[k].fds[i] = outs[i + 1];
+		} else {
+			for (i = 1; i <= 3; i++)
+				close(outs[i]);
+		}
+	}
 	zsay("P %s %d", id, (int)pid);
 }
 
@@ -863,7 +905,10 @@ static int do_zygote(void)
 				return 0; /* the server is gone */
 			zlen += k;
 			while ((rc = zparse(r, &used)) == 1) {
-				zstart(r, &oldmask);
+				if (!strcmp(r->fields[0], "C"))
+					zrelease(atol(r->fields[1]), 0);
+				else
+					zstart(r, &oldmask);
 				memmove(zbuf, zbuf + used, zlen - used);
 				zlen -= used;
 			}
