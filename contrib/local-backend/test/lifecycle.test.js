@@ -50,6 +50,24 @@ describe("lifecycle", () => {
     await c.deleteSandbox({ sandboxId: sb.sandboxId });
   });
 
+  test("30 sandboxes created at once all reach RUNNING, with their output", async () => {
+    const made = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => c.createSandbox({ sandbox: { spec: h.spec({ tags: ["burst"] }, { command: "/bin/sh", args: ["-c", `echo hello ${i}; trap "exit 0" TERM; sleep 1000 & wait`] }) } })),
+    );
+    const running = await Promise.all(made.map((sb) => h.waitState(c, sb.sandboxId, State.RUNNING, 20000)));
+    assert.equal(running.length, 30);
+    for (let i = 0; i < 30; i++) {
+      let t = "";
+      for (let k = 0; k < 100 && !t; k++) {
+        t = await logText(c, made[i].sandboxId);
+        if (!t) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal(t, `hello ${i}\n`);
+    }
+    const p = await c.purgeSandboxes({ tags: ["burst"] });
+    assert.equal(p.purgeCount, 30);
+  });
+
   test("main process exit: COMPLETED with 0, FAILED with its code", async () => {
     const ok = await c.createSandbox({ sandbox: { spec: h.spec({}, { command: "/bin/sh", args: ["-c", "echo done"] }) } });
     const bad = await c.createSandbox({ sandbox: { spec: h.spec({}, { command: "/bin/sh", args: ["-c", "exit 3"] }) } });

@@ -317,6 +317,22 @@ describe("StreamExec", () => {
     assert.equal(exit, 0);
   });
 
+  test("many short calls, in a row and at once (stdin closed at once or after data)", async () => {
+    const c = h.client(srv.url, "connect-binary");
+    const id = sbs["connect-binary"].sandboxId;
+    for (let i = 0; i < 40; i++) {
+      const r = await h.collectExec(c, { sandboxId: id, command: ["cat"] }, i % 2 ? [Buffer.from(`x${i}`)] : []);
+      assert.equal(r.stdout.toString(), i % 2 ? `x${i}` : "");
+      assert.equal(r.exitCode, 0);
+    }
+    const all = await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        i % 3 ? h.collectExec(c, { sandboxId: id, command: ["sh", "-c", `cat; echo ${i}`] }, [Buffer.from("in ")]) : c.exec({ sandboxId: id, command: ["echo", String(i)] }),
+      ),
+    );
+    all.forEach((r, i) => assert.equal(Buffer.from(r.stdout).toString(), i % 3 ? `in ${i}\n` : `${i}\n`));
+  });
+
   test("errors: no init, unknown sandbox, cancel kills the command", async () => {
     const c = h.client(srv.url, "connect-binary");
     await assert.rejects(
