@@ -138,6 +138,7 @@ class Manager {
     this.snapshots = new Map();
     this.snapByRequest = new Map();
     this.order = []; // creation order of sandbox ids
+    this.endedWithLogs = [];
     this.cg = null; // { memory, pids, cpu } parent cgroup dirs
     this.shuttingDown = false;
     this.sbRoot = path.join(this.stateDir, "sandboxes");
@@ -537,6 +538,17 @@ class Manager {
     for (const d of cgs) await rmdirRetry(d);
     if (sb.dir) await fsp.rm(sb.dir, { recursive: true, force: true }).catch((e) => this.log(`cannot remove ${sb.dir}: ${e.message}`));
     sb.pid = 0;
+    // Logs of ended sandboxes stay readable, but only for the most recent ones.
+    if (!sb.logsKept) {
+      sb.logsKept = true;
+      this.endedWithLogs.push(sb);
+      while (this.endedWithLogs.length > 200) {
+        const old = this.endedWithLogs.shift();
+        old.logs.chunks = [];
+        old.logs.size = 0;
+        old.logs.base = old.logs.end;
+      }
+    }
     sb.events.emit("freed");
   }
 
