@@ -71,8 +71,9 @@ struct ctl_lines {
  * NUL-terminated and excludes the '\n'), stopping at the first non-zero return, which
  * is returned. -E2BIG when a line exceeds CTL_MAX_LINE bytes, -ENOMEM. After any error
  * the rest of data is dropped, and when it ended inside a line, that line's remainder
- * in later writes is dropped too (up to its newline): no command ever runs from a
- * fragment. Lines completed before the error have run. */
+ * in later writes is dropped too (up to its newline), each such write failing with
+ * -E2BIG as well: no command ever runs from a fragment. Lines completed before the
+ * error have run. */
 int ctl_lines_feed(struct ctl_lines *cl, const char *data, size_t len,
                    int (*fn)(const char *line, size_t len, void *ud), void *ud);
 /* At close: run a final unterminated line, if any, through fn; returns fn's result.

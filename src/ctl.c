@@ -548,11 +548,15 @@ int ctl_lines_feed(struct ctl_lines *cl, const char *data, size_t len,
     int rc;
 
     if (cl->skipping) {
+        /* The rest of a refused line: each write carrying it fails too, so a writer
+         * that retried after a short write still hears of the refusal. */
         nl = memchr(p, '\n', len);
         if (!nl)
-            return 0;
+            return -E2BIG;
         cl->skipping = 0;
         p = nl + 1;
+        if (p == end)
+            return -E2BIG;
     }
     while (p < end) {
         nl = memchr(p, '\n', (size_t)(end - p));

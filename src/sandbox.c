@@ -496,6 +496,7 @@ static void on_created(uint64_t call, const struct api_result *res, void *ud)
         sandbox_update_from(sb, res->response);
         if (!sb->id) {
             sandbox_fail(sb, EIO, "start: CreateSandbox answered without a sandboxId");
+            sb->state = SB_UNSTARTED; /* nothing was made that we know of: may retry */
             fail_conts(sb, -EIO, 0);
         } else if (needs_poll(sb)) {
             sb->poll_delay_ms = 0;
