@@ -524,7 +524,7 @@ class Manager {
   // Free everything a finished sandbox holds (after optional snapshots).
   async free(sb) {
     sb.freed = true;
-    for (const t of sb.timers) clearTimeout(t);
+    for (const t of sb.timers) clearTimeout(t), clearInterval(t);
     for (const x of sb.execs) {
       try {
         x.kill("SIGKILL");
@@ -595,7 +595,34 @@ class Manager {
         else sb.proc.kill(sig);
       } catch {}
     };
+    // The first process of a pid namespace never gets a signal it does not
+    // catch. A main command that installs its SIGTERM handler just after
+    // start (the SDK keep-alive's trap) would miss a delete that comes right
+    // away and wait out the whole grace period: so while it does not catch
+    // SIGTERM, watch, and send it again once it does.
+    const catchesTerm = () => {
+      try {
+        const st = fs.readFileSync(`/proc/${sb.pid}/status`, "utf8");
+        const m = /^SigCgt:\s*([0-9a-f]+)$/m.exec(st);
+        return m ? (BigInt("0x" + m[1]) >> 14n) & 1n ? true : false : null;
+      } catch {
+        return null; // gone
+      }
+    };
+    const caughtAtFirst = sb.pid ? catchesTerm() : true;
     kill("SIGTERM");
+    if (caughtAtFirst === false) {
+      const w = setInterval(() => {
+        const c = catchesTerm();
+        if (c === null || sb.state !== State.TERMINATING) clearInterval(w);
+        else if (c) {
+          clearInterval(w);
+          kill("SIGTERM");
+        }
+      }, 25);
+      w.unref();
+      sb.timers.push(w);
+    }
     const t = setTimeout(() => {
       kill("SIGKILL");
       try {
