@@ -299,24 +299,38 @@ it_backend_stop() {
     IT_BACKEND_PID=
 }
 
-# it_mount MNT [OPTIONS]: mount cwsfs -f at MNT against the backend, with
-# -o endpoint=URL,OPTIONS; tags=$IT_TAG is added unless OPTIONS sets tags= (or is
-# "notags,..."). Waits for the mount; fails the file if the daemon dies first.
-# The daemon's stderr goes to $IT_WORK/cwsfs.N.log (IT_LAST_LOG).
+# it_mount MNT [OPTIONS [URL]]: mount cwsfs -f at MNT against the backend (or URL),
+# with -o endpoint=URL,OPTIONS; tags=$IT_TAG is added unless OPTIONS sets tags= (or
+# starts with "notags"). Waits for the mount; fails the file (or case) if the daemon
+# dies first. The daemon's stderr goes to $IT_WORK/cwsfs.N.log (IT_LAST_LOG).
 IT_LAST_LOG=
+IT_MOUNT_RC=
 it_mount() {
-    local mnt=$1 opts=${2:-} log pid i
+    it_mount_try "$@" && return 0
+    if [ "$IT_MOUNT_RC" = timeout ]; then
+        echo "FAIL: $1 not mounted after $((20 * IT_SCALE)) s; log:"
+    else
+        echo "FAIL: cwsfs exited ($IT_MOUNT_RC) before mounting $1; its log:"
+    fi
+    tail -30 "$IT_LAST_LOG"
+    exit 1
+}
+# it_mount_try MNT [OPTIONS [URL]]: the same, but returns 1 when the daemon exits
+# before mounting (its status in IT_MOUNT_RC, its log in IT_LAST_LOG) or does not mount
+# in time (IT_MOUNT_RC=timeout; the daemon is killed).
+it_mount_try() {
+    local mnt=$1 opts=${2:-} url=${3:-$IT_URL} log pid i
     mkdir -p "$mnt"
     mountpoint -q "$mnt" && fail "$mnt is already a mountpoint"
     case ",$opts," in
     *,tags=* | *,tag=*) ;;
-    *,notags,*) opts=${opts#notags} opts=${opts#,} ;;
+    ,notags,*) opts=${opts#notags} opts=${opts#,} ;;
     *) opts="tags=$IT_TAG${opts:+,$opts}" ;;
     esac
     IT_MOUNT_SEQ=$((IT_MOUNT_SEQ + 1))
-    log=$IT_WORK/cwsfs.$IT_MOUNT_SEQ.log
+    log=$IT_WORK/cwsfs.$BASHPID.$IT_MOUNT_SEQ.log
     # shellcheck disable=SC2086 # the wrapper is a command line
-    $CWSFS_WRAPPER "$CWSFS_BIN" "$mnt" -f -o "endpoint=$IT_URL${opts:+,$opts}" \
+    $CWSFS_WRAPPER "$CWSFS_BIN" "$mnt" -f -o "endpoint=$url${opts:+,$opts}" \
         >"$log.out" 2>"$log" </dev/null &
     pid=$!
     IT_MOUNT_PID[$mnt]=$pid
@@ -326,16 +340,17 @@ it_mount() {
         mountpoint -q "$mnt" && return 0
         if ! kill -0 "$pid" 2>/dev/null; then
             wait "$pid"
-            echo "FAIL: cwsfs exited ($?) before mounting $mnt; its log:"
-            tail -30 "$log"
+            IT_MOUNT_RC=$?
             unset "IT_MOUNT_PID[$mnt]"
-            exit 1
+            return 1
         fi
         sleep 0.1
     done
-    echo "FAIL: $mnt not mounted after $((20 * IT_SCALE)) s; log:"
-    tail -30 "$log"
-    exit 1
+    IT_MOUNT_RC=timeout
+    kill -KILL "$pid" 2>/dev/null
+    timeout 10 fusermount3 -uz "$mnt" 2>/dev/null
+    unset "IT_MOUNT_PID[$mnt]"
+    return 1
 }
 
 # it_check_log LOG: no suspicious words (beyond IT_LOG_ALLOW). Returns 1 and prints
