@@ -89,6 +89,25 @@ void sandbox_ref(struct sandbox *sb)
 
 static struct sandbox *all_sandboxes;
 
+/* Ids of sandboxes removed by rmdir: they stay listed while they terminate, and must
+ * not come back under their name (a script's `[ -d NAME ] && rm -r NAME` would stop
+ * them twice). */
+struct removed_id {
+    UT_hash_handle hh;
+    char id[];
+};
+static struct removed_id *removed_ids;
+
+static void remember_removed(const char *id)
+{
+    struct removed_id *r = NULL;
+    HASH_FIND_STR(removed_ids, id, r);
+    if (r || !(r = malloc(sizeof(*r) + strlen(id) + 1)))
+        return;
+    strcpy(r->id, id);
+    HASH_ADD_STR(removed_ids, id, r);
+}
+
 static void sandbox_free(struct sandbox *sb)
 {
     DL_DELETE2(all_sandboxes, sb, all_prev, all_next);
@@ -244,6 +263,8 @@ void sandbox_remove(struct sandbox *sb)
         return;
     sb->removed = 1;
     HASH_DEL(session.by_name, sb);
+    if (sb->id)
+        remember_removed(sb->id);
     if (sb->logs_call)
         api_cancel(sb->logs_call);
     for (unsigned i = 0; i < sb->nexecs; i++)
@@ -259,8 +280,14 @@ void sandbox_remove(struct sandbox *sb)
 
 void sandbox_free_all(void)
 {
+    struct removed_id *r, *tmp;
     while (all_sandboxes)
         sandbox_free(all_sandboxes);
+    HASH_ITER(hh, removed_ids, r, tmp)
+    {
+        HASH_DEL(removed_ids, r);
+        free(r);
+    }
 }
 
 /* ---- continuations on state ---- */
@@ -705,7 +732,11 @@ static int name_usable(const char *name, const char *id)
 static void adopt(json_t *msg)
 {
     const char *id = pbjson_get_string(msg, "sandboxId", NULL);
+    struct removed_id *gone = NULL;
     if (!id || !*id)
+        return;
+    HASH_FIND_STR(removed_ids, id, gone);
+    if (gone)
         return;
     struct sandbox *sb, *tmp;
     HASH_ITER(hh, session.by_name, sb, tmp)
