@@ -497,7 +497,7 @@ it_case() {
     wd=$!
     wait "$pid"
     rc=$?
-    kill -KILL "$wd" 2>/dev/null
+    kill_tree "$wd" KILL # the watchdog and its sleep
     wait "$wd" 2>/dev/null
     kill -KILL -- "-$pid" 2>/dev/null
     ms=$(($(now_ms) - t0))
