@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
+#include <utlist.h>
 
 #include "api.h"
 #include "control.h"
@@ -35,7 +36,8 @@ struct dirent_snap {
 
 /* An open pseudo-file or pseudo-directory. rootfs nodes use rootfs.c's handles. */
 struct handle {
-    char *text; /* snapshot files: rendered once at open */
+    struct handle *prev, *next; /* in open_handles, freed at fs_free if never released */
+    char *text;                 /* snapshot files: rendered once at open */
     size_t len;
     int nonblock;
     struct ctl_lines lines;   /* ctl */
@@ -44,6 +46,15 @@ struct handle {
 };
 
 static struct fuse_session *fuse_se;
+static struct handle *open_handles;
+
+static struct handle *handle_new(void)
+{
+    struct handle *h = calloc(1, sizeof(*h));
+    if (h)
+        DL_APPEND(open_handles, h);
+    return h;
+}
 
 /* ---- attributes ---- */
 
@@ -240,7 +251,7 @@ struct opendir_ctx {
 static void opendir_after_list(struct sandbox *unused, int err, void *ud)
 {
     struct opendir_ctx *oc = ud;
-    struct handle *h = calloc(1, sizeof(*h));
+    struct handle *h = handle_new();
     if (!h) {
         fuse_reply_err(oc->req, ENOMEM);
     } else {
@@ -271,7 +282,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
             sandbox_list_refresh(opendir_after_list, oc);
         }
     } else {
-        struct handle *h = calloc(1, sizeof(*h));
+        struct handle *h = handle_new();
         if (!h) {
             fuse_reply_err(req, ENOMEM);
         } else {
@@ -347,8 +358,10 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
     do_readdir(req, ino, size, off, fi, 1);
 }
 
-static void handle_free(struct handle *h)
+static void handle_free(void *fh)
 {
+    struct handle *h = fh;
+    DL_DELETE(open_handles, h);
     for (size_t i = 0; i < h->nents; i++)
         free(h->ents[i].name);
     free(h->ents);
@@ -528,7 +541,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     } else if (n->exec_no && !exec_get(n->sb, n->exec_no)) {
         fuse_reply_err(req, ENOENT);
     } else {
-        struct handle *h = calloc(1, sizeof(*h));
+        struct handle *h = handle_new();
         if (!h) {
             fuse_reply_err(req, ENOMEM);
         } else {
@@ -544,7 +557,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             fi->fh = (uintptr_t)h;
             fi->direct_io = 1;
             if (tree_is_stream(n) && !h->nonblock)
-                reader_open(req, n, fi, free); /* a fresh handle: free() undoes it */
+                reader_open(req, n, fi, handle_free);
             else
                 fuse_reply_open(req, fi);
         }
@@ -837,6 +850,8 @@ void fs_free(void)
 {
     pthread_mutex_lock(&fs_lock);
     park_drain();
+    while (open_handles) /* open when the kernel went away: no release will come */
+        handle_free(open_handles);
     node_destroy_all();
     struct sandbox *sb, *tmp;
     HASH_ITER(hh, session.by_name, sb, tmp)
