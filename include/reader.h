@@ -4,12 +4,16 @@
 #define CWSFS_READER_H
 
 #include <fuse_lowlevel.h>
+#include <stdint.h>
 
 #include "node.h"
 
 /* Answer a read of a stream node: now, or parked until bytes come, the stream ends or
- * the reader is interrupted. nonblock answers EAGAIN instead of parking. */
-void reader_read(fuse_req_t req, struct node *n, size_t size, off_t off, int nonblock);
+ * the reader is interrupted. nonblock answers EAGAIN instead of parking. *shift is the
+ * open file's skip over output dropped beyond the cap (starts 0; lives with the handle,
+ * which the kernel keeps while a read is outstanding). */
+void reader_read(fuse_req_t req, struct node *n, size_t size, off_t off, int nonblock,
+                 uint64_t *shift);
 
 /* Answer the open of a stream node (fi->fh already set) once its first byte exists
  * or it ended. Why: `tail -f` reads an empty file as a pipe, to its end, printing

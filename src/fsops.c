@@ -40,6 +40,7 @@ struct handle {
     char *text;                 /* snapshot files: rendered once at open */
     size_t len;
     int nonblock;
+    uint64_t shift;           /* streams: see reader_read */
     struct ctl_lines lines;   /* ctl */
     struct dirent_snap *ents; /* directories */
     size_t nents;
@@ -590,7 +591,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     } else if (n->kind == N_ROOTFS) {
         rootfs_read(req, (struct rootfs_file *)(uintptr_t)fi->fh, size, off);
     } else if (tree_is_stream(n)) {
-        reader_read(req, n, size, off, h->nonblock);
+        reader_read(req, n, size, off, h->nonblock, &h->shift);
     } else if ((size_t)off >= h->len) {
         fuse_reply_buf(req, NULL, 0);
     } else {

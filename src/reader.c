@@ -17,13 +17,14 @@
 
 struct parked_read {
     struct waiter w; /* first: the waiter is the parked read */
+    uint64_t *shift;
     fuse_ino_t ino;
     size_t size;
     off_t off;
 };
 
 /* Answer a stream read now if possible: 1 answered, 0 would block. */
-static int reader_read_now(fuse_req_t req, struct node *n, size_t size, off_t off)
+static int reader_read_now(fuse_req_t req, struct node *n, size_t size, off_t off, uint64_t *shift)
 {
     struct sandbox *sb = n->sb;
     if (n->file == P_EXIT) {
@@ -50,6 +51,13 @@ static int reader_read_now(fuse_req_t req, struct node *n, size_t size, off_t of
         fuse_reply_buf(req, NULL, 0); /* nothing ran, nothing will until started */
         return 1;
     }
+    /* Bytes beyond the cap were dropped from the front. A reader still behind them
+     * continues at the oldest kept byte, and its handle remembers the skip so its next
+     * reads continue from there instead of getting the same bytes again. */
+    if (shift && (uint64_t)off + *shift < st->ob.dropped)
+        *shift = st->ob.dropped - (uint64_t)off;
+    if (shift)
+        off += (off_t)*shift;
     if ((uint64_t)off < st->ob.produced) {
         char *buf = malloc(size);
         ssize_t got = buf ? outbuf_read(&st->ob, (uint64_t)off, buf, size) : -ENOMEM;
@@ -90,10 +98,10 @@ static void reader_interrupted(struct waiter *w)
 }
 
 /* Read a stream, parking the request when nothing is there yet. */
-static void reader_park(fuse_req_t req, struct node *n, size_t size, off_t off,
+static void reader_park(fuse_req_t req, struct node *n, size_t size, off_t off, uint64_t *shift,
                         struct parked_read *pr)
 {
-    if (reader_read_now(req, n, size, off)) {
+    if (reader_read_now(req, n, size, off, shift)) {
         if (pr) {
             park_done(&pr->w);
             free(pr);
@@ -111,6 +119,7 @@ static void reader_park(fuse_req_t req, struct node *n, size_t size, off_t off,
         pr->ino = n->ino;
         pr->size = size;
         pr->off = off;
+        pr->shift = shift;
         park_register(&pr->w, req, reader_retry, reader_interrupted);
     }
     park_on(q, &pr->w);
@@ -128,14 +137,15 @@ static void reader_retry(struct waiter *w)
         free(pr);
         return;
     }
-    reader_park(w->req, n, pr->size, pr->off, pr);
+    reader_park(w->req, n, pr->size, pr->off, pr->shift, pr);
 }
 
-void reader_read(fuse_req_t req, struct node *n, size_t size, off_t off, int nonblock)
+void reader_read(fuse_req_t req, struct node *n, size_t size, off_t off, int nonblock,
+                 uint64_t *shift)
 {
     if (!nonblock)
-        reader_park(req, n, size, off, NULL);
-    else if (!reader_read_now(req, n, size, off))
+        reader_park(req, n, size, off, shift, NULL);
+    else if (!reader_read_now(req, n, size, off, shift))
         fuse_reply_err(req, EAGAIN);
 }
 
