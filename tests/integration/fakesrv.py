@@ -10,8 +10,11 @@ MODE:
               CreateSandbox answers a JSON object of the wrong shape
   raw         not HTTP at all: random bytes on every connection, then close
   hang        accepts, reads, never answers
+  record      HTTP/1.1; ListSandboxes answers {}, everything else junk; the headers of
+              every request are appended as one JSON object a line to ADDRESS_FILE.headers
 """
 import http.server
+import json
 import os
 import socket
 import socketserver
@@ -35,7 +38,12 @@ class H(http.server.BaseHTTPRequestHandler):
                 self.rfile.read(size + 2)
                 if size == 0:
                     break
-        if mode == "junk-rpc" and self.path.endswith("/ListSandboxes"):
+        if mode == "record":
+            with open(addr_file + ".headers", "a") as f:
+                h = {k.lower(): v for k, v in self.headers.items()}
+                h[":path"] = self.path
+                f.write(json.dumps(h) + "\n")
+        if mode in ("junk-rpc", "record") and self.path.endswith("/ListSandboxes"):
             body = b"{}"
         elif mode == "junk-rpc" and self.path.endswith("/CreateSandbox"):
             body = b'{"sandboxId": 12, "status": "yes", "spec": [1, 2, 3]}'
@@ -63,7 +71,7 @@ def raw_server():
 
 
 def main():
-    if mode in ("junk", "junk-rpc"):
+    if mode in ("junk", "junk-rpc", "record"):
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         port = srv.server_address[1]
         run = srv.serve_forever

@@ -299,8 +299,8 @@ it_backend_stop() {
     IT_BACKEND_PID=
 }
 
-# it_mount MNT [OPTIONS [URL]]: mount cwsfs -f at MNT against the backend (or URL),
-# with -o endpoint=URL,OPTIONS; tags=$IT_TAG is added unless OPTIONS sets tags= (or
+# it_mount MNT [OPTIONS [URL]]: mount cwsfs -f at MNT against the backend (or URL; "none"
+# for no endpoint= option), with -o endpoint=URL,OPTIONS; tags=$IT_TAG is added unless OPTIONS sets tags= (or
 # starts with "notags"). Waits for the mount; fails the file (or case) if the daemon
 # dies first. The daemon's stderr goes to $IT_WORK/cwsfs.N.log (IT_LAST_LOG).
 IT_LAST_LOG=
@@ -320,18 +320,20 @@ it_mount() {
 # in time (IT_MOUNT_RC=timeout; the daemon is killed).
 it_mount_try() {
     local mnt=$1 opts=${2:-} url=${3:-$IT_URL} log pid i
+    [ "$url" = none ] && url= # no endpoint= (what the environment says)
     mkdir -p "$mnt"
     mountpoint -q "$mnt" && fail "$mnt is already a mountpoint"
     case ",$opts," in
-    *,tags=* | *,tag=*) ;;
+    *,tags=*) ;;
     ,notags,*) opts=${opts#notags} opts=${opts#,} ;;
     *) opts="tags=$IT_TAG${opts:+,$opts}" ;;
     esac
     IT_MOUNT_SEQ=$((IT_MOUNT_SEQ + 1))
     log=$IT_WORK/cwsfs.$BASHPID.$IT_MOUNT_SEQ.log
     # shellcheck disable=SC2086 # the wrapper is a command line
-    $CWSFS_WRAPPER "$CWSFS_BIN" "$mnt" -f -o "endpoint=$url${opts:+,$opts}" \
-        >"$log.out" 2>"$log" </dev/null &
+    local o=${url:+endpoint=$url}
+    [ -n "$opts" ] && o=${o:+$o,}$opts
+    $CWSFS_WRAPPER "$CWSFS_BIN" "$mnt" -f ${o:+-o "$o"} >"$log.out" 2>"$log" </dev/null &
     pid=$!
     IT_MOUNT_PID[$mnt]=$pid
     IT_MOUNT_LOG[$mnt]=$log
@@ -450,14 +452,19 @@ _it_cleanup() {
     exit $rc
 }
 
-# it_start [MOUNT OPTIONS]: backend, unique tag, mount at $MNT.
-it_start() {
+# it_init [BACKEND ARGS...]: checks, traps, a unique tag, the backend (no mount).
+it_init() {
     [ -x "$CWSFS_BIN" ] || { echo "FAIL: $CWSFS_BIN is not an executable (set CWSFS_BIN)"; exit 1; }
     [ "$(id -u)" = 0 ] || { echo "FAIL: the local backend needs root"; exit 1; }
     trap _it_cleanup EXIT
     trap 'exit 130' INT TERM
     IT_TAG="it-${IT_NAME//_/-}-$$-$RANDOM"
-    it_backend_start
+    it_backend_start "$@"
+}
+
+# it_start [MOUNT OPTIONS]: it_init, then mount at $MNT.
+it_start() {
+    it_init
     MNT=$IT_WORK/mnt
     it_mount "$MNT" "${1:-}"
     it_log "backend $IT_URL, mount $MNT, tag $IT_TAG, binary $CWSFS_BIN${CWSFS_WRAPPER:+ under $CWSFS_WRAPPER}"
