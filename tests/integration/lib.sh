@@ -504,7 +504,11 @@ it_case() {
     wd=$!
     wait "$pid"
     rc=$?
-    kill_tree "$wd" KILL # the watchdog and its sleep
+    # the watchdog first (else it would fire when its sleep dies), then its sleep
+    local wd_kids
+    wd_kids=$(_it_descendants "$wd")
+    kill -KILL "$wd" 2>/dev/null
+    [ -n "$wd_kids" ] && kill -KILL $wd_kids 2>/dev/null
     wait "$wd" 2>/dev/null
     kill -KILL -- "-$pid" 2>/dev/null
     ms=$(($(now_ms) - t0))

@@ -282,9 +282,44 @@ case_errors_inside_root() {
     must_fail "Not a directory" bash -c 'echo x > "$1/f"; cat "$1/f/g"' _ "$R/it/err"
     # a write the sandbox refuses (read-only /proc): close(2) returns the error, so cp
     # (which checks close) fails, and `error` says why
-    printf 'x\n' >"$IT_WORK/x"
+    printf 'x-data-%s\n' "$RANDOM" >"$IT_WORK/x"
     must_fail "cp" cp "$IT_WORK/x" "$R/proc/version"
-    assert_contains "$(rd "$FS/error")" "/proc/version" "error after a refused write"
+    local err kept
+    err=$(rd "$FS/error") || exit 1
+    assert_contains "$err" "/proc/version" "error after a refused write"
+    it_log "error after a refused write: $err"
+    # nothing dropped silently: the data stays in the local spool, and we are told where
+    kept=$( (printf '%s\n' "$err"; cat "$IT_LAST_LOG") | grep -o 'kept in [^ ;,]*' | head -n 1 | cut -c9-)
+    [ -n "$kept" ] || fail "neither error nor the log says where the unsaved data is kept"
+    must cmp "$IT_WORK/x" "$kept"
+    # dd with fsync: the error comes at fsync (or close) too
+    must_fail "dd" dd if="$IT_WORK/x" of="$R/proc/version" conv=fsync,notrunc status=none
+}
+
+# An editor writes, fsyncs and closes: the data goes once (fsync sends it, the close
+# has nothing new to send).
+case_fsync_sends_once() {
+    must mkdir -p "$R/it/fsync"
+    head -c 100000 /dev/urandom >"$IT_WORK/f100k"
+    calls_mark
+    must dd if="$IT_WORK/f100k" of="$R/it/fsync/f" bs=64k conv=fsync status=none
+    it_log "dd conv=fsync of 100 kB: $(calls_since_all)"
+    assert_eq 1 "$(calls_since WriteFile)" "WriteFile calls for a write + fsync + close"
+    assert_eq "$(md5sum <"$IT_WORK/f100k" | cut -d' ' -f1)" "$(inside 'md5sum < /it/fsync/f | cut -d" " -f1')" "content after fsync" || exit 1
+}
+
+case_rename_is_one_command() {
+    must mkdir -p "$R/it/rename"
+    must bash -c 'echo r > "$1/it/rename/f"' _ "$R"
+    ls -l "$R/it/rename" >/dev/null
+    # rename: one mv in the sandbox, whatever the names
+    calls_mark
+    must mv "$R/it/rename/f" "$R/it/rename/g h"
+    it_log "mv: $(calls_since_all)"
+    # the mv, and at most one listing (the lookup of the new name)
+    assert_le "$(calls_since Exec)" 2 "Exec calls for one rename"
+    assert_eq 0 "$(calls_since WriteFile)" "WriteFile calls for a rename"
+    assert_eq "g h" "$(inside 'ls /it/rename')" "after the rename" || exit 1
 }
 
 it_case case_cat_os_release_via_root_link
@@ -300,4 +335,6 @@ it_case case_close_to_open_with_commands
 it_case case_odd_names_are_harmless
 it_case case_unsupported_fail_enotsup
 it_case case_errors_inside_root
+it_case case_fsync_sends_once
+it_case case_rename_is_one_command
 it_done
