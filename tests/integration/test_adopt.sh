@@ -84,7 +84,25 @@ case_two_mounts_at_once_share_sandboxes() {
     it_unmount "$m2" || fail "unmount"
 }
 
+# A sandbox another client made (no name annotation) is listed under its id.
+case_foreign_sandbox_listed_by_id() {
+    local tag=$IT_TAG-e m=$IT_WORK/m9 id
+    id=$(curl -s --max-time 10 -H 'content-type: application/json' \
+        -d "{\"sandbox\":{\"spec\":{\"containers\":[{\"name\":\"main\",\"image\":\"python:3.11\"}],\"primaryContainer\":\"main\",\"tags\":[\"$tag\"]}}}" \
+        "$IT_URL/coreweave.sandbox.v1.SandboxService/CreateSandbox" | grep -o '"sandboxId":"[^"]*"' | cut -d'"' -f4)
+    [ -n "$id" ] || fail "could not create a sandbox with curl"
+    sleep 1 # let it reach RUNNING
+    it_mount "$m" "tags=$tag"
+    assert_contains "$(ls "$m")" "$id" "ls: a foreign sandbox under its id"
+    assert_file_eq "$m/$id/id" "$id"$'\n'
+    ctl "$m/$id" 'exec echo adopted-by-id'
+    assert_file_eq "$m/$id/stdout" $'adopted-by-id\n'
+    must rm -r "$m/$id"
+    it_unmount "$m" || fail "unmount"
+}
+
 it_case case_remount_with_same_tags_adopts
+it_case case_foreign_sandbox_listed_by_id
 it_case case_other_tags_do_not_adopt
 it_case case_sandbox_with_extra_tag_is_adopted
 it_case case_two_mounts_at_once_share_sandboxes
