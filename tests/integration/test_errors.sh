@@ -206,6 +206,38 @@ case_garbage_answers_after_mount() {
     IT_LOG_ALLOW='.' it_unmount "$m" || fail "unmount"
 }
 
+# Transient failures: a create whose answer is lost is retried with the same requestId
+# (so the service makes one sandbox, not two); a failed GetSandbox poll is retried.
+case_retries_with_the_same_request_id() {
+    local d=$IT_WORK/flaky m=$IT_WORK/mflaky tag=$IT_TAG-flaky i ids n
+    mkdir -p "$d"
+    FAKESRV_UPSTREAM=$IT_URL "$IT_PY" "$IT_DIR/fakesrv.py" flaky "$d/addr" 2>"$d/log" &
+    for ((i = 0; i < 100; i++)); do
+        [ -s "$d/addr" ] && break
+        sleep 0.1
+    done
+    [ -s "$d/addr" ] || fail "proxy did not start"
+    it_mount "$m" "http1,tags=$tag" "$(cat "$d/addr")"
+    mksb retried "$m"
+    calls_mark
+    ctl "$SB" start
+    assert_file_eq "$SB/status" $'running\n'
+    # the create reached the service twice, with one requestId, and made one sandbox
+    assert_eq 2 "$(calls_since CreateSandbox)" "CreateSandbox calls (the first answer was lost)"
+    ids=$(grep '"rpc": "CreateSandbox"' "$d/addr.bodies" | grep -o 'requestId[^,}]*' | sort -u)
+    assert_eq 1 "$(printf '%s\n' "$ids" | grep -c .)" "distinct requestIds of the retried create ($ids)"
+    n=$(curl -s --max-time 10 -H 'content-type: application/json' -d "{\"tags\":[\"$tag\"]}" \
+        "$IT_URL/coreweave.sandbox.v1.SandboxService/ListSandboxes" | grep -o '"sandboxId"' | wc -l)
+    assert_eq 1 "$n" "sandboxes with the tag after a retried create"
+    assert_eq "$(rd "$SB/id")" "$(curl -s --max-time 10 -H 'content-type: application/json' -d "{\"tags\":[\"$tag\"]}" \
+        "$IT_URL/coreweave.sandbox.v1.SandboxService/ListSandboxes" | grep -o '"sandboxId":"[^"]*"' | cut -d'"' -f4)" "the mount's sandbox is the one made"
+    ctl "$SB" "stop 0"
+    ctl "$SB" wait
+    assert_file_eq "$SB/status" $'terminated\n'
+    IT_LOG_ALLOW='.' it_unmount "$m" || fail "unmount"
+}
+
+it_case case_retries_with_the_same_request_id
 it_case case_unknown_paths_enoent
 it_case case_huge_ctl_write_is_refused
 it_case case_huge_ctl_line_fails_the_write
