@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib.sh - the integration harness, sourced by every tests/integration/test_*.sh.
 #
 # Each test file gets its own local backend (port 0, address written to a file), its
@@ -453,6 +454,7 @@ _it_cleanup() {
 }
 
 # it_init [BACKEND ARGS...]: checks, traps, a unique tag, the backend (no mount).
+# shellcheck disable=SC2120 # test files pass backend arguments
 it_init() {
     [ -x "$CWSFS_BIN" ] || { echo "FAIL: $CWSFS_BIN is not an executable (set CWSFS_BIN)"; exit 1; }
     [ "$(id -u)" = 0 ] || { echo "FAIL: the local backend needs root"; exit 1; }
@@ -485,7 +487,8 @@ _it_case_exit() {
     exit $rc
 }
 it_case() {
-    local fn=$1 limit=$(t ${2:-120}) t0 pid wd rc ms
+    local fn=$1 limit t0 pid wd rc ms
+    limit=$(t "${2:-120}")
     if [ -n "${IT_ONLY:-}" ] && [[ " $IT_ONLY " != *" $fn "* ]]; then return 0; fi
     IT_CASES=$((IT_CASES + 1))
     t0=$(now_ms)

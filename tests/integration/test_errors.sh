@@ -69,7 +69,8 @@ case_huge_ctl_write_is_refused() {
     err=$(rd "$SB/error") || exit 1
     assert_ne "" "$err" "error after a 2 MiB line"
     it_log "error after a 2 MiB line: $err"
-    local t0=$(now_ms)
+    local t0
+    t0=$(now_ms)
     timeout "$(t 30)" bash -c 'head -c 67108864 /dev/zero | tr "\0" b > "$1/ctl"' _ "$SB" 2>/dev/null
     [ $? -ne 124 ] || fail "64 MiB write to ctl timed out"
     [ $(($(now_ms) - t0)) -lt $((20000 * IT_SCALE)) ] || fail "64 MiB write to ctl took $(($(now_ms) - t0)) ms"
@@ -123,7 +124,7 @@ case_service_errors_map_to_errno() {
 }
 
 case_backend_killed_mid_call() {
-    local d=$IT_WORK/b2 m=$IT_WORK/mkill out pid i rc err
+    local d=$IT_WORK/b2 m=$IT_WORK/mkill out pid i err
     start_backend2 "$d"
     it_mount "$m" "timeout=5000" "$B2_URL"
     mksb victim "$m"
@@ -146,7 +147,8 @@ case_backend_killed_mid_call() {
     fi
     it_log "reader after the backend died: $(tr '\n' ' ' <"$out")"
     # a new call fails with a clear error in `error`, within the call timeout and retries
-    local t0=$(now_ms)
+    local t0
+    t0=$(now_ms)
     ctl_try "$SB" "exec echo after" && fail "exec succeeded with the backend dead"
     it_log "exec with the backend dead: $IT_OUT ($(($(now_ms) - t0)) ms)"
     [ $(($(now_ms) - t0)) -lt $((40000 * IT_SCALE)) ] || fail "exec with the backend dead took $(($(now_ms) - t0)) ms"

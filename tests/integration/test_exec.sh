@@ -75,7 +75,8 @@ case_stdout_streams_before_exit() {
 case_exit_blocks_until_end() {
     mksb exitblock
     ctl "$SB" 'exec sleep 2; exit 5'
-    local t0=$(now_ms)
+    local t0
+    t0=$(now_ms)
     assert_file_eq "$SB/exit" $'5\n'
     [ $(($(now_ms) - t0)) -ge 1000 ] || fail "exit read after $(($(now_ms) - t0)) ms: did not block"
 }

@@ -78,7 +78,7 @@ case_listing_1000_entries() {
     assert_le "$(calls_since Exec)" 5 "Exec calls for ls -l of 1000 entries"
     assert_le "$(calls_since ReadFile)" 0 "ReadFile calls for ls -l"
     # names and contents are right
-    assert_eq "$(seq 1 1000 | sed 's/^/f/' | sort | md5sum)" "$(ls "$R/it/many" | grep '^f' | sort | md5sum)" "names listed"
+    assert_eq "$(seq 1 1000 | sed 's/^/f/' | sort | md5sum)" "$(cd "$R/it/many" && printf '%s\n' f* | sort | md5sum)" "names listed"
     assert_file_eq "$R/it/many/f777" $'777\n'
     assert_eq f1 "$(readlink "$R/it/many/link")" "readlink through the mount"
     # stat of every entry (find -ls) costs no call per entry either

@@ -6,6 +6,7 @@
 # (The large files and the 1000-entry listing are in test_files.sh.)
 . "$(dirname "$0")/lib.sh"
 # The refused write to /proc/version is logged (as ERROR) with where its data was kept.
+# shellcheck disable=SC2034 # read by lib.sh
 IT_LOG_ALLOW='/proc/version was not saved in the sandbox'
 it_start
 
