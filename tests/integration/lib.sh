@@ -217,6 +217,34 @@ run_in() {
     rd "$d/exec/$n/stdout"
 }
 
+# sigint_ends WHAT CMD...: start CMD in the background (job control on, so SIGINT is not
+# ignored, as from a terminal), check it is still blocked after 1 s, send SIGINT (Ctrl-C)
+# and require it to end within 2 s (scaled). The time it took is in IT_MS.
+IT_MS=
+sigint_ends() {
+    local what=$1 pid i t0
+    shift
+    set -m
+    "$@" >/dev/null 2>&1 &
+    pid=$!
+    set +m
+    sleep 1
+    kill -0 $pid 2>/dev/null || fail "$what did not block"
+    t0=$(now_ms)
+    kill -INT $pid
+    for ((i = 0; i < 40 * IT_SCALE; i++)); do
+        kill -0 $pid 2>/dev/null || break
+        sleep 0.05
+    done
+    IT_MS=$(($(now_ms) - t0))
+    if kill -0 $pid 2>/dev/null; then
+        kill -KILL $pid
+        fail "$what still blocked $IT_MS ms after SIGINT"
+    fi
+    wait $pid 2>/dev/null
+    return 0
+}
+
 # ------------------------------------------------------------------ call counts
 
 # calls_of RPC [URL]: the backend's count of RPC calls.

@@ -21,6 +21,18 @@ case_exec_and_execv() {
     assert_file_eq "$SB/exec/3/exit" $'0\n'
 }
 
+# `wait` blocks in write(2) until a terminal state; Ctrl-C ends it at once
+# and changes nothing.
+case_ctrl_c_on_blocked_wait() {
+    mksb waitint
+    ctl "$SB" "command sleep 300" start
+    sigint_ends "echo wait > ctl" bash -c 'echo wait > "$1/ctl"' _ "$SB"
+    it_log "wait interrupted after $IT_MS ms"
+    assert_file_eq "$SB/status" $'running\n'
+    ctl "$SB" 'exec echo after'
+    assert_file_eq "$SB/stdout" $'after\n'
+}
+
 case_read_ctl_gives_id_and_latest_exec() {
     mksb reader
     local c id
@@ -204,6 +216,7 @@ case_crlf_and_blanks() {
 }
 
 it_case case_exec_and_execv
+it_case case_ctrl_c_on_blocked_wait
 it_case case_read_ctl_gives_id_and_latest_exec
 it_case case_start_wait_stop_with_grace
 it_case case_spec_commands_take_effect

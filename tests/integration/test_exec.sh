@@ -204,6 +204,27 @@ case_concurrent_execs() {
     for i in 1 2 3 4 5; do assert_file_eq "$SB/exec/$i/stdout" "job-$i"$'\n'; done
 }
 
+count_many() {
+    local f n=0
+    for f in "$MNT"/many-*; do [ -e "$f" ] && n=$((n + 1)); done
+    echo $n
+}
+
+case_many_sandboxes_at_once() {
+    local i n=24
+    for ((i = 1; i <= n; i++)); do
+        (mkdir "$MNT/many-$i" && echo "exec echo sandbox-$i" >"$MNT/many-$i/ctl") &
+    done
+    wait
+    for ((i = 1; i <= n; i++)); do
+        assert_file_eq "$MNT/many-$i/stdout" "sandbox-$i"$'\n'
+    done
+    assert_eq $n "$(count_many)" "sandboxes listed"
+    for ((i = 1; i <= n; i++)); do rm -r "$MNT/many-$i" & done
+    wait
+    assert_eq 0 "$(count_many)" "sandboxes left after rm -r"
+}
+
 it_case case_stdout_stderr_exit_status_cmd
 it_case case_exit_codes
 it_case case_history_and_latest_links
@@ -215,4 +236,5 @@ it_case case_200_blocked_readers_and_ls_answers
 it_case case_large_output_intact
 it_case case_binary_output_and_no_newline
 it_case case_concurrent_execs
+it_case case_many_sandboxes_at_once
 it_done

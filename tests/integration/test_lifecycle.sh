@@ -201,6 +201,53 @@ case_auto_start_on_first_exec() {
     assert_eq running "$(rd "$SB/status")" "status after auto-start"
 }
 
+case_auto_start_on_file_access() {
+    mksb autofile
+    calls_mark
+    ls "$SB/root/" >/dev/null || fail "ls root/ of an unstarted sandbox"
+    assert_eq 1 "$(calls_since CreateSandbox)" "CreateSandbox on first file access"
+    assert_eq running "$(rd "$SB/status")" "status after file access"
+    assert_contains "$(ls "$SB/root/")" etc "ls root/"
+}
+
+case_ctrl_c_on_blocked_events() {
+    mksb evint
+    ctl "$SB" start
+    sigint_ends "cat events" cat "$SB/events"
+    it_log "cat events interrupted after $IT_MS ms"
+    assert_file_eq "$SB/status" $'running\n'
+}
+
+# A command still running when its sandbox stops ends with it: `exit` answers.
+case_exec_ends_when_sandbox_stops() {
+    mksb execstop
+    ctl "$SB" 'exec sleep 300'
+    ctl "$SB" "stop 0"
+    local code
+    code=$(IT_RD_TIMEOUT=15 rd "$SB/exec/1/exit") || fail "exit of a command whose sandbox stopped did not answer"
+    assert_ne 0 "$code" "exit code of a command killed by stop"
+    assert_match "$(rd "$SB/exec/1/status")" '^exited ' "exec status after stop"
+    ctl "$SB" wait
+}
+
+# Sandbox names are directory names: spaces, unicode and newlines work; what cannot be
+# a sandbox name fails mkdir cleanly.
+case_sandbox_names() {
+    local n
+    for n in "with space" "ünïcödé-日本" $'new\nline' "a'quote" '$(touch x)'; do
+        mksb "$n"
+        ctl "$SB" "exec echo ok"
+        assert_file_eq "$SB/stdout" $'ok\n'
+        assert_contains "$(ls "$MNT")" "$n" "ls MNT"
+        assert_contains "$(rd "$SB/spec")" "$(printf '%s' "$n" | head -n 1)" "spec carries the name"
+        must rm -r "$SB"
+    done
+    must_fail "File exists" mkdir "$MNT/.root"
+    must_fail "File exists" mkdir "$MNT/.metrics"
+    must_fail "" mkdir "$MNT/$(head -c 255 /dev/zero | tr '\0' x)"
+    must_fail "" mkdir "$MNT/$(head -c 300 /dev/zero | tr '\0' y)"
+}
+
 it_case case_mkdir_is_unstarted_without_calls
 it_case case_start_runs_and_reports_status_and_id
 it_case case_command_exits_completed_with_events
@@ -213,4 +260,8 @@ it_case case_spec_commands_before_start_and_ebusy_after
 it_case case_spec_is_json_with_defaults
 it_case case_status_never_blocks
 it_case case_auto_start_on_first_exec
+it_case case_auto_start_on_file_access
+it_case case_ctrl_c_on_blocked_events
+it_case case_exec_ends_when_sandbox_stops
+it_case case_sandbox_names
 it_done

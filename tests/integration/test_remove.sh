@@ -28,6 +28,29 @@ case_rm_r_many_files_one_delete() {
     [ $ms -lt $((10000 * IT_SCALE)) ] || fail "rm -r took $ms ms"
 }
 
+# Readers blocked on a sandbox's streams end when it is removed (no hang).
+case_rm_with_blocked_readers() {
+    mksb busy
+    ctl "$SB" "command sleep 300" start 'exec sleep 300' 'exec sleep 300'
+    local pids=() p i n
+    cat "$SB/exec/1/stdout" >/dev/null 2>&1 &
+    pids+=($!)
+    cat "$SB/events" >/dev/null 2>&1 &
+    pids+=($!)
+    cat "$SB/exec/2/exit" >/dev/null 2>&1 &
+    pids+=($!)
+    sleep 1
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || fail "a reader did not block"; done
+    must rm -r "$SB"
+    for ((i = 0; i < 100 * IT_SCALE; i++)); do
+        n=0
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done
+        [ $n -eq 0 ] && break
+        sleep 0.1
+    done
+    [ $n -eq 0 ] || fail "$n readers still blocked 10 s after rm -r"
+}
+
 case_rm_rf_and_rmdir() {
     mksb rf
     ctl "$SB" "exec echo x"
@@ -109,6 +132,7 @@ case_unlink_pseudo_files_changes_nothing() {
 }
 
 it_case case_rm_r_many_files_one_delete
+it_case case_rm_with_blocked_readers
 it_case case_rm_rf_and_rmdir
 it_case case_rmdir_unstarted_makes_no_call
 it_case case_remove_stopped_sandbox
