@@ -32,6 +32,47 @@ case_cat_os_release_via_root_link() {
     must_fail "No such file or directory" cat "$R/etc/no-such-file-here"
 }
 
+# Common tools on whole trees: cp -r, cp -a (modes, times), tar x; the sandbox sees the
+# same bytes; symlinks, chown and utimes work.
+case_copy_trees_cp_r_cp_a_tar() {
+    local t=$IT_WORK/tree i want
+    mkdir -p "$t/sub/deeper"
+    for i in $(seq 1 50); do echo "file $i" >"$t/f$i"; done
+    echo deep >"$t/sub/deeper/d"
+    chmod 750 "$t/f7"
+    ln -s f1 "$t/link"
+    touch -d '2001-02-03 04:05:06' "$t/f9"
+    want=$(cd "$t" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum | md5sum | cut -d' ' -f1)
+    must mkdir -p "$R/it/trees"
+    calls_mark
+    must cp -r "$t" "$R/it/trees/r"
+    it_figure "cp -r of a tree of 51 files and 3 directories in: $(calls_since_all)"
+    calls_mark
+    must cp -a "$t" "$R/it/trees/a"
+    it_figure "cp -a of the same tree in: $(calls_since_all)"
+    tar -C "$IT_WORK" -cf "$IT_WORK/tree.tar" tree
+    calls_mark
+    must tar -C "$R/it/trees" -xf "$IT_WORK/tree.tar"
+    it_figure "tar x of the same tree in: $(calls_since_all)"
+    local d
+    for d in r a tree; do
+        assert_eq "$want" "$(inside "cd /it/trees/$d && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum | md5sum | cut -d' ' -f1")" "tree $d inside the sandbox" || exit 1
+    done
+    assert_eq 750 "$(inside 'stat -c %a /it/trees/a/f7')" "mode kept by cp -a" || exit 1
+    assert_eq f1 "$(inside 'readlink /it/trees/a/link')" "symlink made by cp -a" || exit 1
+    assert_eq "2001-02-03 04:05:06" "$(inside 'date -u -r /it/trees/a/f9 "+%Y-%m-%d %H:%M:%S"')" "mtime kept by cp -a" || exit 1
+    assert_eq 750 "$(inside 'stat -c %a /it/trees/tree/f7')" "mode set by tar" || exit 1
+    # and back out: cp -r of the tree from the sandbox equals the original
+    must cp -r "$R/it/trees/a" "$IT_WORK/back"
+    assert_eq "$want" "$(cd "$IT_WORK/back" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum | md5sum | cut -d' ' -f1)" "tree copied back out"
+    # chown and touch act in the sandbox
+    must chown 1:1 "$R/it/trees/r/f1"
+    assert_eq "1:1" "$(inside 'stat -c %u:%g /it/trees/r/f1')" "owner after chown" || exit 1
+    must touch -d '2011-11-11 11:11:11' "$R/it/trees/r/f2"
+    assert_eq "2011-11-11" "$(inside 'date -u -r /it/trees/r/f2 +%Y-%m-%d')" "mtime after touch -d" || exit 1
+    must rm -r "$R/it/trees"
+}
+
 case_copy_small_in_and_out() {
     must mkdir -p "$R/it/small"
     printf 'hello\n' >"$IT_WORK/hello.txt"
@@ -324,6 +365,7 @@ case_rename_is_one_command() {
 }
 
 it_case case_cat_os_release_via_root_link
+it_case case_copy_trees_cp_r_cp_a_tar
 it_case case_copy_small_in_and_out
 it_case case_copy_1mib_call_counts
 it_case case_append
