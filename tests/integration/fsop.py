@@ -2,6 +2,8 @@
 """fsop.py - single system calls the shell cannot make exactly, for the integration tests.
 
   fsop.py write1 PATH [--append]       stdin's bytes in ONE write(2) (O_TRUNC, or O_APPEND)
+  fsop.py savefsync PATH               as an editor saves: O_CREAT|O_TRUNC, stdin in 64 KiB
+                                       writes, fsync, close (one descriptor, no dup)
   fsop.py frags PATH DELAY FRAG...     open once, write each FRAG (\\n escapes) with its
                                        own write(2), DELAY s apart; after each, print the
                                        number of entries of PATH's dir's exec/ (no fork)
@@ -37,6 +39,15 @@ def main():
                 if n != len(data):
                     print("short write %d of %d" % (n, len(data)))
                     return 1
+            finally:
+                os.close(fd)
+        elif op == "savefsync":
+            data = sys.stdin.buffer.read()
+            fd = os.open(args[0], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                for i in range(0, len(data), 65536):
+                    os.write(fd, data[i:i + 65536])
+                os.fsync(fd)
             finally:
                 os.close(fd)
         elif op == "frags":
@@ -104,7 +115,7 @@ def main():
     except OSError as e:
         print(ename(e), e.strerror)
         return 1
-    if op in ("write1", "link", "setxattr", "getxattr", "listxattr", "flock", "lockf"):
+    if op in ("write1", "savefsync", "link", "setxattr", "getxattr", "listxattr", "flock", "lockf"):
         print("ok")
     return 0
 
