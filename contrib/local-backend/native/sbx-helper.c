@@ -306,9 +306,15 @@ static int do_init(int argc, char **argv)
 		supervise();
 	}
 
-	/* the namespace's first process */
-	close(sync_pipe[0]);
+	/* the namespace's first process: wait until the parent has reported our pid
+	 * (EOF on the pipe), so "READY" can never come before "PID" */
 	close(sync_pipe[1]);
+	{
+		char c;
+		while (read(sync_pipe[0], &c, 1) < 0 && errno == EINTR)
+			;
+	}
+	close(sync_pipe[0]);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() == 1)
 		_exit(125);
