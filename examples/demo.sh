@@ -27,5 +27,6 @@ done
 mountpoint -q "$mnt" || { echo "demo: the mount did not come up" >&2; cat "$log" >&2; exit 1; }
 sed -n '1,3p' "$log"
 
-"$top/examples/run-python-eval.sh" "$mnt"
-echo "demo: done; the daemon's log was $log"
+results=$(mktemp -d /tmp/cwsfs-demo-results.XXXXXX)
+"$top/examples/run-python-eval.sh" "$mnt" "$results"
+echo "demo: done; result.json is in $results, the daemon's log was $log"

@@ -34,7 +34,7 @@
 #define API_BACKOFF_MAX_MS 5000L
 #define API_CONNECT_TIMEOUT_MS 15000L
 #define API_IDLE_POLL_MS 60000L
-#define API_STREAM_POLL_MS 50L
+#define API_LIVE_POLL_MS 50L
 #define API_MAX_HOST_CONNECTIONS 128L
 
 enum call_kind { CALL_UNARY, CALL_SERVER_STREAM, CALL_BIDI };
@@ -650,24 +650,21 @@ static void run_timers(void)
 /* How long the worker may sleep. libcurl 7.88 can leave the tail of an HTTP/2
  * response (the last DATA frames, the end-of-stream envelope) buffered inside the
  * transfer with nothing left on the socket to wake the poll (measured: a 10 MiB
- * StreamExec sat 12 KiB short of its end for a minute). While a stream is live the
- * worker therefore wakes at least every API_STREAM_POLL_MS so curl_multi_perform
- * hands those bytes over. */
+ * StreamExec sat 12 KiB short of its end for a minute). Unary answers are HTTP/2
+ * responses too, so while any call is live the worker wakes at least every
+ * API_LIVE_POLL_MS so curl_multi_perform hands those bytes over. */
 static int poll_timeout(void)
 {
     uint64_t now = now_ms();
-    long timeout = API_IDLE_POLL_MS;
-    for (struct call *c = api.live; c; c = c->next)
-        if (c->kind != CALL_UNARY) {
-            timeout = API_STREAM_POLL_MS;
-            break;
-        }
+    long timeout = api.live ? API_LIVE_POLL_MS : API_IDLE_POLL_MS;
 
     pthread_mutex_lock(&api.lock);
-    if (api.timers)
-        timeout = api.timers->due_ms <= now ? 0 : (long)(api.timers->due_ms - now);
+    if (api.timers && api.timers->due_ms <= now)
+        timeout = 0;
+    else if (api.timers && (long)(api.timers->due_ms - now) < timeout)
+        timeout = (long)(api.timers->due_ms - now);
     pthread_mutex_unlock(&api.lock);
-    return timeout > API_IDLE_POLL_MS ? (int)API_IDLE_POLL_MS : (int)timeout;
+    return (int)timeout;
 }
 
 static void drain_done(void)
