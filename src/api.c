@@ -1,16 +1,14 @@
 /* api.c - the Sandbox API client: Connect unary and streaming calls driven by one worker
  * thread that owns every libcurl handle. Other threads never touch curl: they append a
  * call, a cancel, a resume or a timer to queues under api.lock and wake the worker with
- * curl_multi_wakeup. The worker starts queued calls, runs due timers, drives the multi
- * handle, turns finished transfers into results (HTTP status, Connect error bodies,
- * end-of-stream envelopes, transport errors), retries what may be retried after a
- * backoff timer, and runs every callback with no lock held so that callbacks may call
- * back into the API. Each call has exactly one freer (call_free, reached only through
- * call_deliver on the worker), and exactly one done callback. */
+ * curl_multi_wakeup. The worker starts queued calls (each attempt is a transfer, see
+ * transfer.c), runs due timers, drives the multi handle, retries what may be retried
+ * after a backoff timer, and runs every callback with no lock held so that callbacks
+ * may call back into the API. Each call has exactly one freer (call_free, reached only
+ * through call_deliver on the worker), and exactly one done callback. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,54 +18,17 @@
 #include "api.h"
 #include "connect.h"
 #include "log.h"
+#include "transfer.h"
 
 #define API_DEFAULT_BASE "https://api.cwsandbox.com"
-#define API_SERVICE_PATH "/coreweave.sandbox.v1.SandboxService/"
-#define API_RPC_MAX 64
 #define API_RPC_SLOTS 32
-#define API_MAX_UNARY_BODY ((size_t)64 << 20)
-#define API_MAX_ERROR_BODY ((size_t)1 << 20)
-#define API_MAX_ENVELOPE ((size_t)16 << 20)
 #define API_DEFAULT_TIMEOUT_MS 30000L
 #define API_DEFAULT_RETRIES 5
 #define API_BACKOFF_FIRST_MS 200L
 #define API_BACKOFF_MAX_MS 5000L
-#define API_CONNECT_TIMEOUT_MS 15000L
 #define API_IDLE_POLL_MS 60000L
 #define API_LIVE_POLL_MS 50L
 #define API_MAX_HOST_CONNECTIONS 128L
-
-enum call_kind { CALL_UNARY, CALL_SERVER_STREAM, CALL_BIDI };
-
-/* One API call. Created by the submitting thread, then owned by the worker from the
- * moment it is queued; freed only by call_free (via call_deliver). */
-struct call {
-    struct call *prev, *next; /* incoming queue (under api.lock), then the live list */
-    uint64_t id;
-    enum call_kind kind;
-    char rpc[API_RPC_MAX];
-    int retry_ok; /* idempotent unary, or CreateSandbox */
-    api_done_fn done;
-    api_message_fn on_message;
-    api_body_fn body_fn;
-    void *ud;
-    int start_err; /* the call could not be built: fail it at start */
-    char *req;     /* request bytes: JSON (unary) or one envelope (stream) */
-    size_t req_len;
-    CURL *easy;   /* NULL while queued or backing off */
-    int attempts; /* transfers started */
-    int backoff;  /* waiting for a retry timer */
-    int paused;   /* upload paused by API_BODY_PAUSE */
-    long status;  /* HTTP status, 0 until the first byte of the body */
-    char *resp;   /* unary body, or a stream's error body */
-    size_t resp_len, resp_cap;
-    struct connect_decoder dec;
-    int ended;      /* end-of-stream envelope seen */
-    int local_err;  /* failure decided in a curl callback; error holds it */
-    int server_err; /* local_err came from the server (end-of-stream error) */
-    struct connect_error error;
-    char errbuf[CURL_ERROR_SIZE];
-};
 
 /* A function to run on the worker, or (retry_id != 0) a call to restart. */
 struct timer {
@@ -103,14 +64,8 @@ static struct {
     /* Set by api_init, read-only until api_shutdown. */
     CURLM *multi;
     pthread_t thread;
-    char *base_url;
-    char *unix_socket;
-    long http_version;
-    int http1;
-    int no_reuse;
-    long timeout_ms;
+    struct transfer_setup ts;
     int max_retries;
-    struct curl_slist *unary_headers, *stream_headers; /* hold credentials */
     /* Worker only. */
     struct call *live;
 } api = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -235,25 +190,6 @@ static void call_fail(struct call *c, int err, const char *code, const char *mes
     call_deliver(c, err, NULL);
 }
 
-/* Record a failure found inside a curl callback; the transfer is then aborted and the
- * result picked up when curl reports it done. The first failure wins. */
-static void fail_local(struct call *c, int err, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void fail_local(struct call *c, int err, const char *code, const char *fmt, ...)
-{
-    char msg[256];
-    va_list ap;
-
-    if (c->local_err)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    connect_error_clear(&c->error);
-    connect_error_set(&c->error, code, msg);
-    c->local_err = err;
-}
-
 static void timer_insert_locked(struct timer *t)
 {
     struct timer **pp = &api.timers;
@@ -264,235 +200,6 @@ static void timer_insert_locked(struct timer *t)
         pp = &(*pp)->next;
     t->next = *pp;
     *pp = t;
-}
-
-/* ---- curl callbacks (worker thread, inside curl_multi_perform) ---- */
-
-static int buffer_append(struct call *c, const char *data, size_t n)
-{
-    size_t limit =
-        (c->kind == CALL_UNARY && c->status == 200) ? API_MAX_UNARY_BODY : API_MAX_ERROR_BODY;
-    curl_off_t clen = -1;
-
-    if (n > limit - c->resp_len) {
-        fail_local(c, -EMSGSIZE, "resource_exhausted",
-                   "the server's response is larger than the %zu MiB cwsfs accepts", limit >> 20);
-        return -1;
-    }
-    if (!c->resp_cap) {
-        /* A known length sizes the buffer once instead of doubling up to ~43 MiB. */
-        curl_easy_getinfo(c->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &clen);
-        if (clen > 0 && (uint64_t)clen > limit) {
-            fail_local(c, -EMSGSIZE, "resource_exhausted",
-                       "the server announced a %lld byte response; cwsfs accepts %zu MiB",
-                       (long long)clen, limit >> 20);
-            return -1;
-        }
-        c->resp_cap = clen > 0 ? (size_t)clen : 4096;
-        c->resp = malloc(c->resp_cap);
-        if (!c->resp) {
-            c->resp_cap = 0;
-            fail_local(c, -ENOMEM, "resource_exhausted", "out of memory for the response");
-            return -1;
-        }
-    }
-    if (n > c->resp_cap - c->resp_len) {
-        size_t cap = c->resp_cap;
-        char *p;
-        while (n > cap - c->resp_len)
-            cap = cap > limit / 2 ? limit : cap * 2;
-        p = realloc(c->resp, cap);
-        if (!p) {
-            fail_local(c, -ENOMEM, "resource_exhausted", "out of memory for the response");
-            return -1;
-        }
-        c->resp = p;
-        c->resp_cap = cap;
-    }
-    memcpy(c->resp + c->resp_len, data, n);
-    c->resp_len += n;
-    return 0;
-}
-
-/* One response envelope of a stream. Returns non-zero to stop decoding, after
- * recording why in the call. */
-static int on_envelope(uint8_t flags, const char *data, size_t len, void *ud)
-{
-    struct call *c = ud;
-    json_error_t jerr;
-    json_t *msg;
-    int has_error = 0;
-    int stop = 0;
-
-    if (c->ended)
-        return 0; /* the result is known; whatever follows cannot change it */
-    if (flags & CONNECT_FLAG_END_STREAM) {
-        c->ended = 1;
-        if (connect_end_stream_parse(data, len, &has_error, &c->error) < 0) {
-            fail_local(c, -EIO, "internal", "the server's end-of-stream message is not JSON");
-            return 1;
-        }
-        if (has_error) {
-            c->local_err = -connect_error_errno(&c->error);
-            c->server_err = 1;
-        }
-        return 0;
-    }
-    msg = json_loadb(data, len, 0, &jerr);
-    if (!msg || !json_is_object(msg)) {
-        json_decref(msg);
-        fail_local(c, -EIO, "internal",
-                   "the server sent a stream message that is not a JSON object%s%s",
-                   msg ? "" : ": ", msg ? "" : jerr.text);
-        return 1;
-    }
-    if (c->on_message)
-        stop = c->on_message(c->id, msg, c->ud);
-    json_decref(msg);
-    if (stop) {
-        fail_local(c, -ECANCELED, "canceled", "the call was stopped by its message handler");
-        return 1;
-    }
-    return 0;
-}
-
-static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-    struct call *c = ud;
-    size_t n = size * nmemb;
-    int rc;
-
-    if (c->local_err && !c->server_err)
-        return 0;
-    if (!c->status)
-        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->status);
-    if (c->kind == CALL_UNARY || c->status != 200)
-        return buffer_append(c, ptr, n) == 0 ? n : 0;
-    rc = connect_decoder_feed(&c->dec, ptr, n, on_envelope, c);
-    if (rc == 0)
-        return n;
-    if (rc == -EMSGSIZE)
-        fail_local(c, -EMSGSIZE, "resource_exhausted",
-                   "the server sent a stream message larger than the %zu MiB cwsfs accepts",
-                   API_MAX_ENVELOPE >> 20);
-    else if (rc == -ENOMEM)
-        fail_local(c, -ENOMEM, "resource_exhausted", "out of memory for a stream message");
-    else if (rc < 0)
-        fail_local(c, -EIO, "internal",
-                   "the server sent a malformed (or compressed) stream envelope");
-    return 0;
-}
-
-static size_t on_read(char *buf, size_t size, size_t nitems, void *ud)
-{
-    struct call *c = ud;
-    size_t cap = size * nitems;
-    long n = c->body_fn ? c->body_fn(c->id, buf, cap, c->ud) : 0;
-
-    if (n == API_BODY_PAUSE) {
-        c->paused = 1;
-        return CURL_READFUNC_PAUSE;
-    }
-    if (n < 0) {
-        if (n < -4095)
-            n = -EIO;
-        fail_local(c, (int)n, "canceled", "the request body could not be produced: %s",
-                   strerror((int)-n));
-        return CURL_READFUNC_ABORT;
-    }
-    if ((size_t)n > cap) {
-        fail_local(c, -EIO, "internal", "the request body callback overran its buffer");
-        return CURL_READFUNC_ABORT;
-    }
-    return (size_t)n;
-}
-
-/* ---- starting and finishing transfers (worker thread) ---- */
-
-static int call_attempt(struct call *c)
-{
-    CURLcode rc = CURLE_OK;
-    char *url = NULL;
-    size_t len;
-    CURL *e;
-    int err = -ENOMEM;
-
-    connect_decoder_free(&c->dec);
-    connect_decoder_init(&c->dec, API_MAX_ENVELOPE);
-    connect_error_clear(&c->error);
-    free(c->resp);
-    c->resp = NULL;
-    c->resp_len = c->resp_cap = 0;
-    c->status = 0;
-    c->ended = c->local_err = c->server_err = c->paused = 0;
-    c->errbuf[0] = '\0';
-
-    len = strlen(api.base_url) + strlen(API_SERVICE_PATH) + strlen(c->rpc) + 1;
-    url = malloc(len);
-    e = curl_easy_init();
-    if (!url || !e)
-        goto out;
-    snprintf(url, len, "%s%s%s", api.base_url, API_SERVICE_PATH, c->rpc);
-
-    rc |= curl_easy_setopt(e, CURLOPT_URL, url);
-    rc |= curl_easy_setopt(e, CURLOPT_PRIVATE, c);
-    rc |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    rc |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
-    rc |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    rc |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, api.http_version);
-    if (api.no_reuse) {
-        rc |= curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
-        rc |= curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
-    } else {
-        /* Wait for an HTTP/2 connection being set up rather than opening a second one,
-         * so that a burst of calls shares one connection. */
-        rc |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
-    }
-    rc |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    rc |= curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 30L);
-    rc |= curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 15L);
-    rc |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, API_CONNECT_TIMEOUT_MS);
-    rc |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-    rc |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-    rc |= curl_easy_setopt(e, CURLOPT_USERAGENT, "cwsfs/" CWSFS_VERSION);
-    if (api.unix_socket)
-        rc |= curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, api.unix_socket);
-    rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-    /* Bigger reads: fewer trips through the h2 layer for bulk output and files. */
-    rc |= curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024);
-    rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
-    rc |= curl_easy_setopt(e, CURLOPT_POST, 1L);
-    if (c->kind == CALL_UNARY) {
-        rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, api.unary_headers);
-        /* A little past Connect-Timeout-Ms, so that the server's own deadline_exceeded
-         * (with its words) usually arrives before curl gives up. */
-        rc |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, api.timeout_ms + 1000L);
-    } else {
-        rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, api.stream_headers);
-    }
-    if (c->kind == CALL_BIDI) {
-        /* No size: over HTTP/2 the body is DATA frames until the callback returns 0. */
-        rc |= curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
-        rc |= curl_easy_setopt(e, CURLOPT_READDATA, c);
-    } else {
-        rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->req);
-        rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->req_len);
-    }
-    if (rc != CURLE_OK) {
-        err = -EINVAL;
-        goto out;
-    }
-    if (curl_multi_add_handle(api.multi, e) != CURLM_OK)
-        goto out;
-    c->easy = e;
-    e = NULL;
-    c->attempts++;
-    err = 0;
-out:
-    if (e)
-        curl_easy_cleanup(e);
-    free(url);
-    return err;
 }
 
 static void call_start(struct call *c)
@@ -513,12 +220,12 @@ static void call_start(struct call *c)
                   "the call could not be built (bad rpc name or request)");
         return;
     }
-    if (c->kind != CALL_UNARY && api.http1) {
+    if (c->kind != CALL_UNARY && api.ts.http1) {
         call_fail(c, -ENOSYS, "unimplemented",
                   "streaming calls need HTTP/2, but cwsfs is set to use HTTP/1.1");
         return;
     }
-    err = call_attempt(c);
+    err = transfer_start(c, &api.ts, api.multi);
     if (err)
         call_fail(c, err, "internal", "could not set up the HTTP transfer");
 }
@@ -549,50 +256,16 @@ static void call_retry_later(struct call *c)
 
 static void call_transfer_done(struct call *c, CURLcode rc)
 {
-    json_error_t jerr;
     json_t *resp = NULL;
-    int err = 0;
-    int transient = 0; /* reported by the network or the server, not found here */
+    int transient = 0;
+    int err;
 
     if (!c->status)
         curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->status);
     curl_multi_remove_handle(api.multi, c->easy);
     curl_easy_cleanup(c->easy);
     c->easy = NULL;
-
-    if (c->local_err) {
-        err = c->local_err;
-        transient = c->server_err;
-    } else if (c->ended) {
-        err = 0; /* the end-of-stream envelope settled it, whatever came after */
-    } else if (rc != CURLE_OK) {
-        connect_error_clear(&c->error);
-        connect_error_set(&c->error,
-                          rc == CURLE_OPERATION_TIMEDOUT ? "deadline_exceeded" : "unavailable",
-                          c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
-        err = -connect_error_errno(&c->error);
-        transient = 1;
-    } else if (c->status != 200) {
-        connect_error_from_body(c->resp, c->resp_len, c->status, &c->error);
-        err = -connect_error_errno(&c->error);
-        transient = 1;
-    } else if (c->kind == CALL_UNARY) {
-        resp = json_loadb(c->resp ? c->resp : "", c->resp_len, 0, &jerr);
-        if (!resp || !json_is_object(resp)) {
-            char msg[256];
-            snprintf(msg, sizeof(msg), "the server's 200 response is not a JSON object%s%s",
-                     resp ? "" : ": ", resp ? "" : jerr.text);
-            json_decref(resp);
-            resp = NULL;
-            connect_error_set(&c->error, "internal", msg);
-            err = -EIO;
-        }
-    } else {
-        connect_error_set(&c->error, "internal",
-                          "the stream ended without its end-of-stream message");
-        err = -EIO;
-    }
-
+    err = transfer_result(c, rc, &resp, &transient);
     if (err && transient && c->retry_ok && c->attempts <= api.max_retries &&
         connect_code_retryable(c->error.code)) {
         call_retry_later(c);
@@ -634,7 +307,7 @@ static void run_timers(void)
             if (c && c->backoff) {
                 int err;
                 c->backoff = 0;
-                err = call_attempt(c);
+                err = transfer_start(c, &api.ts, api.multi);
                 if (err)
                     call_fail(c, err, "internal", "could not set up the HTTP transfer");
             }
@@ -741,76 +414,12 @@ static void *api_worker(void *arg)
 
 /* ---- public entry points ---- */
 
-static int header_value_ok(const char *v)
-{
-    return v && !strpbrk(v, "\r\n");
-}
-
-static int add_header(struct curl_slist **list, const char *name, const char *value)
-{
-    char buf[1024];
-    struct curl_slist *l;
-    int n = snprintf(buf, sizeof(buf), "%s: %s", name, value);
-
-    if (n < 0 || (size_t)n >= sizeof(buf))
-        return -EINVAL;
-    l = curl_slist_append(*list, buf);
-    explicit_bzero(buf, sizeof(buf));
-    if (!l)
-        return -ENOMEM;
-    *list = l;
-    return 0;
-}
-
-/* The header lists carry the credentials: wipe them before freeing. */
-static void free_headers(struct curl_slist **list)
-{
-    struct curl_slist *l;
-
-    for (l = *list; l; l = l->next)
-        explicit_bzero(l->data, strlen(l->data));
-    curl_slist_free_all(*list);
-    *list = NULL;
-}
-
-static int build_headers(struct curl_slist **list, const struct api_config *cfg,
-                         const char *content_type, long timeout_ms)
-{
-    char num[32];
-    int err = 0;
-
-    err = err ? err : add_header(list, "Content-Type", content_type);
-    err = err ? err : add_header(list, "Connect-Protocol-Version", "1");
-    if (timeout_ms > 0) {
-        snprintf(num, sizeof(num), "%ld", timeout_ms);
-        err = err ? err : add_header(list, "Connect-Timeout-Ms", num);
-    }
-    /* An empty Expect stops curl from waiting for 100-continue before big HTTP/1.1
-     * bodies (a WriteFile of tens of MiB). */
-    err = err ? err : add_header(list, "Expect", "");
-    if (cfg->auth == API_AUTH_BEARER) {
-        char bearer[1024];
-        if (snprintf(bearer, sizeof(bearer), "Bearer %s", cfg->api_key) >= (int)sizeof(bearer))
-            err = err ? err : -EINVAL;
-        err = err ? err : add_header(list, "Authorization", bearer);
-        explicit_bzero(bearer, sizeof(bearer));
-    } else if (cfg->auth == API_AUTH_WANDB) {
-        err = err ? err : add_header(list, "x-wandb-api-key", cfg->api_key);
-        if (cfg->wandb_entity)
-            err = err ? err : add_header(list, "x-entity-id", cfg->wandb_entity);
-        if (cfg->wandb_project)
-            err = err ? err : add_header(list, "x-project-name", cfg->wandb_project);
-    }
-    return err;
-}
-
 static void api_free_config(void)
 {
-    free_headers(&api.unary_headers);
-    free_headers(&api.stream_headers);
-    free(api.base_url);
-    free(api.unix_socket);
-    api.base_url = api.unix_socket = NULL;
+    transfer_headers_free(&api.ts);
+    free(api.ts.base_url);
+    free(api.ts.unix_socket);
+    api.ts.base_url = api.ts.unix_socket = NULL;
 }
 
 int api_init(const struct api_config *cfg)
@@ -831,10 +440,6 @@ int api_init(const struct api_config *cfg)
     err = -EINVAL;
     if (cfg->auth != API_AUTH_NONE && (!cfg->api_key || !cfg->api_key[0]))
         goto out;
-    if ((cfg->api_key && !header_value_ok(cfg->api_key)) ||
-        (cfg->wandb_entity && !header_value_ok(cfg->wandb_entity)) ||
-        (cfg->wandb_project && !header_value_ok(cfg->wandb_project)))
-        goto out;
 
     base = cfg->unix_socket
                ? "http://localhost"
@@ -844,40 +449,38 @@ int api_init(const struct api_config *cfg)
         goto out;
     }
     err = -ENOMEM;
-    api.base_url = strdup(base);
-    api.unix_socket = cfg->unix_socket ? strdup(cfg->unix_socket) : NULL;
-    if (!api.base_url || (cfg->unix_socket && !api.unix_socket))
+    api.ts.base_url = strdup(base);
+    api.ts.unix_socket = cfg->unix_socket ? strdup(cfg->unix_socket) : NULL;
+    if (!api.ts.base_url || (cfg->unix_socket && !api.ts.unix_socket))
         goto out;
-    len = strlen(api.base_url);
-    while (len > 0 && api.base_url[len - 1] == '/')
-        api.base_url[--len] = '\0';
+    len = strlen(api.ts.base_url);
+    while (len > 0 && api.ts.base_url[len - 1] == '/')
+        api.ts.base_url[--len] = '\0';
 
-    api.timeout_ms = cfg->unary_timeout_ms > 0 ? cfg->unary_timeout_ms : API_DEFAULT_TIMEOUT_MS;
+    api.ts.timeout_ms = cfg->unary_timeout_ms > 0 ? cfg->unary_timeout_ms : API_DEFAULT_TIMEOUT_MS;
     api.max_retries = cfg->max_retries > 0   ? cfg->max_retries
                       : cfg->max_retries < 0 ? 0
                                              : API_DEFAULT_RETRIES;
-    api.http1 = cfg->http1;
-    if (!api.http1 && !(curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_HTTP2)) {
+    api.ts.http1 = cfg->http1;
+    if (!api.ts.http1 && !(curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_HTTP2)) {
         log_warn("api: this libcurl lacks HTTP/2; using HTTP/1.1, streaming calls will fail");
-        api.http1 = 1;
+        api.ts.http1 = 1;
     }
-    if (api.http1)
-        api.http_version = CURL_HTTP_VERSION_1_1;
-    else if (strncmp(api.base_url, "https://", 8) == 0)
-        api.http_version = CURL_HTTP_VERSION_2TLS;
+    if (api.ts.http1)
+        api.ts.http_version = CURL_HTTP_VERSION_1_1;
+    else if (strncmp(api.ts.base_url, "https://", 8) == 0)
+        api.ts.http_version = CURL_HTTP_VERSION_2TLS;
     else
-        api.http_version = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
+        api.ts.http_version = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
     /* libcurl before 8.0.0 fails every reuse of an h2c prior-knowledge connection with
      * "Error in the HTTP2 framing layer" (measured on 7.88.1; curl PR #10643): it stacks
      * a second HTTP/2 layer on the reused connection. There, each call gets its own
      * connection, which costs little on the loopback or unix socket h2c is used for.
      * HTTP/2 over TLS (ALPN) reuses and multiplexes fine. */
-    api.no_reuse = api.http_version == CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE &&
-                   curl_version_info(CURLVERSION_NOW)->version_num < 0x080000;
+    api.ts.no_reuse = api.ts.http_version == CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE &&
+                      curl_version_info(CURLVERSION_NOW)->version_num < 0x080000;
 
-    err = build_headers(&api.unary_headers, cfg, "application/json", api.timeout_ms);
-    if (!err)
-        err = build_headers(&api.stream_headers, cfg, "application/connect+json", 0);
+    err = transfer_headers_build(&api.ts, cfg);
     if (err)
         goto out;
 
@@ -893,7 +496,7 @@ int api_init(const struct api_config *cfg)
      * holds one for as long as the command runs: a cap would stall new calls
      * behind long commands, so there is none. */
     curl_multi_setopt(api.multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-                      api.no_reuse ? 0L : API_MAX_HOST_CONNECTIONS);
+                      api.ts.no_reuse ? 0L : API_MAX_HOST_CONNECTIONS);
 
     pthread_mutex_lock(&counts_lock);
     nrpcs = 0;
@@ -912,11 +515,11 @@ int api_init(const struct api_config *cfg)
     pthread_mutex_lock(&api.lock);
     api.running = 1;
     pthread_mutex_unlock(&api.lock);
-    log_debug("api: %s over %s%s%s", api.base_url,
-              api.http1 ? "HTTP/1.1"
-                        : (api.http_version == CURL_HTTP_VERSION_2TLS ? "HTTP/2" : "h2c"),
-              api.unix_socket ? " through a unix socket" : "",
-              api.no_reuse ? ", one connection per call (libcurl < 8 cannot reuse h2c)" : "");
+    log_debug("api: %s over %s%s%s", api.ts.base_url,
+              api.ts.http1 ? "HTTP/1.1"
+                           : (api.ts.http_version == CURL_HTTP_VERSION_2TLS ? "HTTP/2" : "h2c"),
+              api.ts.unix_socket ? " through a unix socket" : "",
+              api.ts.no_reuse ? ", one connection per call (libcurl < 8 cannot reuse h2c)" : "");
     return 0;
 out:
     if (api.multi)

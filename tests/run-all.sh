@@ -26,11 +26,7 @@ cmake --build build-asan -j"$(nproc)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 ctest --test-dir build-asan --output-on-failure
-# The file-transfer files (test_files*.sh) are left out under ASan for now: there the
-# 32 MiB + 1 transfer stalled past its 300 s watchdog and test_files_small failed once
-# (not seen in the plain build); see the closing note of the session that added this.
-asan_tests=$(cd tests/integration && ls test_*.sh | grep -v '^test_files')
-CWSFS_BIN=$top/build-asan/cwsfs tests/integration/run.sh $asan_tests
+CWSFS_BIN=$top/build-asan/cwsfs tests/integration/run.sh
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
 step "valgrind: unit tests"

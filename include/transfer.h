@@ -1,0 +1,80 @@
+/* transfer.h - one HTTP transfer of an API call (worker thread only): the call record
+ * shared by the queue (api.c) and the transfer code (transfer.c), the connection
+ * settings, building the request headers, starting a transfer and reading its result.
+ * Internal to the API client: nothing outside api.c and transfer.c includes this. */
+#ifndef CWSFS_TRANSFER_H
+#define CWSFS_TRANSFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "api.h"
+#include "connect.h"
+
+#define API_SERVICE_PATH "/coreweave.sandbox.v1.SandboxService/"
+#define API_RPC_MAX 64
+#define API_MAX_UNARY_BODY ((size_t)64 << 20)
+#define API_MAX_ERROR_BODY ((size_t)1 << 20)
+#define API_MAX_ENVELOPE ((size_t)16 << 20)
+#define API_CONNECT_TIMEOUT_MS 15000L
+
+enum call_kind { CALL_UNARY, CALL_SERVER_STREAM, CALL_BIDI };
+
+/* One API call. Created by the submitting thread, then owned by the worker from the
+ * moment it is queued; freed only by call_free (via call_deliver). */
+struct call {
+    struct call *prev, *next; /* incoming queue (under api.lock), then the live list */
+    uint64_t id;
+    enum call_kind kind;
+    char rpc[API_RPC_MAX];
+    int retry_ok; /* idempotent unary, or CreateSandbox */
+    api_done_fn done;
+    api_message_fn on_message;
+    api_body_fn body_fn;
+    void *ud;
+    int start_err; /* the call could not be built: fail it at start */
+    char *req;     /* request bytes: JSON (unary) or one envelope (stream) */
+    size_t req_len;
+    CURL *easy;   /* NULL while queued or backing off */
+    int attempts; /* transfers started */
+    int backoff;  /* waiting for a retry timer */
+    int paused;   /* upload paused by API_BODY_PAUSE */
+    long status;  /* HTTP status, 0 until the first byte of the body */
+    char *resp;   /* unary body, or a stream's error body */
+    size_t resp_len, resp_cap;
+    struct connect_decoder dec;
+    int ended;      /* end-of-stream envelope seen */
+    int local_err;  /* failure decided in a curl callback; error holds it */
+    int server_err; /* local_err came from the server (end-of-stream error) */
+    struct connect_error error;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+/* Where and how calls go. Set by api_init, read-only until api_shutdown. */
+struct transfer_setup {
+    char *base_url; /* no trailing slash */
+    char *unix_socket;
+    long http_version;
+    int http1;
+    int no_reuse;
+    long timeout_ms;
+    struct curl_slist *unary_headers, *stream_headers; /* hold credentials */
+};
+
+/* Build both header lists from cfg (credentials included); -EINVAL when a value would
+ * break a header line. On failure nothing is left allocated. */
+int transfer_headers_build(struct transfer_setup *ts, const struct api_config *cfg);
+/* Wipe (they carry credentials) and free both header lists. */
+void transfer_headers_free(struct transfer_setup *ts);
+
+/* Reset c's per-attempt state and add a new easy handle for it to multi. 0 or -errno. */
+int transfer_start(struct call *c, const struct transfer_setup *ts, CURLM *multi);
+
+/* The outcome of c's finished transfer (its easy handle already removed): 0 with
+ * *resp set for a unary call (the caller owns it), or -errno with c->error filled;
+ * *transient says the network or the server reported it, so a retry may help. */
+int transfer_result(struct call *c, CURLcode rc, json_t **resp, int *transient);
+
+#endif
