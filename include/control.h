@@ -2,8 +2,8 @@
  *
  * A write's complete lines become one job; jobs of a sandbox run one after another
  * in the order they were written, each command after the previous one finished. The
- * write is answered when its last command is done, or with the first command's error; the rest then does not run.
- * All under fs_lock. */
+ * write is answered when its last command is done, or with the first command's error
+ * (the rest then does not run). All under fs_lock. */
 #ifndef CWSFS_CONTROL_H
 #define CWSFS_CONTROL_H
 

@@ -9,7 +9,11 @@ cd "$top"
 step() { printf '\n==== %s\n' "$*"; }
 
 step "setup and build (-Werror)"
-BUILD_DIR=$top/build tests/setup.sh -DCWSFS_WERROR=ON
+SETUP_EXTRA_PACKAGES="clang-format shellcheck" BUILD_DIR=$top/build tests/setup.sh -DCWSFS_WERROR=ON
+
+step "format and shell lint"
+clang-format --dry-run -Werror src/*.c include/*.h tests/unit/*.c
+shellcheck -S warning -x tests/*.sh tests/integration/*.sh examples/*.sh bench/*.sh .ci/run
 
 step "unit tests"
 ctest --test-dir build --output-on-failure

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what cwsfs needs on Debian 12 and builds it: apt packages, the local
 # backend's npm packages, and the build in $BUILD_DIR (default build/).
-# Usage: tests/setup.sh [extra cmake args...]
+# Usage: [SETUP_EXTRA_PACKAGES="pkg..."] tests/setup.sh [extra cmake args...]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$top/build}
@@ -9,6 +9,8 @@ build=${BUILD_DIR:-$top/build}
 packages=(build-essential cmake pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev
           libjansson-dev uthash-dev libcmocka-dev protobuf-compiler libprotobuf-dev
           nodejs npm curl valgrind python3 iproute2 util-linux psmisc)
+read -r -a extra <<<"${SETUP_EXTRA_PACKAGES:-}"
+packages+=("${extra[@]}")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -18,7 +20,7 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
     missing=("${missing[@]/nodejs/}")
     missing=("${missing[@]/npm/}")
 fi
-missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | grep -v '^$' || true)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     sudo_cmd=""
