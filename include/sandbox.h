@@ -163,11 +163,17 @@ void sandbox_refresh(struct sandbox *sb);
 /* rmdir done: out of the name table. */
 void sandbox_remove(struct sandbox *sb);
 
-/* Adoption: refresh the name table from ListSandboxes (session tags) if older than
+/* For adopt.c: enter a sandbox that exists on the server under name with its id
+ * (state unknown until updated); NULL when out of memory. */
+struct sandbox *sandbox_adopt_new(const char *name, const char *id);
+/* Whether this mount removed the sandbox with this id (it must not come back). */
+int sandbox_was_removed(const char *id);
+
+/* Adoption (adopt.c): refresh the name table from ListSandboxes (session tags) if older than
  * a second; fn(NULL, err, ud) when done (errors leave the table as it was). */
 void sandbox_list_refresh(sandbox_ready_fn fn, void *ud);
 
-/* Make sure StreamLogs follows this sandbox's main process (first reader starts it). */
+/* logs.c: make sure StreamLogs follows this sandbox's main process (first reader starts it). */
 void sandbox_logs_follow(struct sandbox *sb);
 
 /* Streams. */

@@ -1,4 +1,4 @@
-/* sandbox.c - sandboxes of the session: spec, lifecycle, adoption, logs.
+/* sandbox.c - sandboxes of the session: spec, lifecycle, stop and snapshot, streams.
  *
  * A sandbox made by mkdir holds a pending spec and costs no call until something
  * needs it running: then CreateSandbox (with a requestId fixed for its life, so a
@@ -30,9 +30,6 @@ struct session session;
 #define POLL_FIRST_MS 200
 #define POLL_MAX_MS 2000
 #define POLL_WATCH_MS 1000
-#define LIST_PAGE_SIZE 100
-#define LIST_MAX_PAGES 50
-#define LOGS_MAX_RESUMES 5
 
 struct sb_cont {
     int want_terminal;
@@ -223,6 +220,26 @@ static struct sandbox *sandbox_new(const char *name)
     DL_APPEND2(all_sandboxes, sb, all_prev, all_next);
     HASH_ADD_KEYPTR(hh, session.by_name, sb->name, strlen(sb->name), sb);
     return sb;
+}
+
+struct sandbox *sandbox_adopt_new(const char *name, const char *id)
+{
+    struct sandbox *sb = sandbox_new(name);
+    if (!sb)
+        return NULL;
+    sb->state = SB_UNSTARTED;
+    if (!(sb->id = strdup(id))) {
+        sandbox_remove(sb);
+        return NULL;
+    }
+    return sb;
+}
+
+int sandbox_was_removed(const char *id)
+{
+    struct removed_id *r = NULL;
+    HASH_FIND_STR(removed_ids, id, r);
+    return r != NULL;
 }
 
 static void fail_conts(struct sandbox *sb, int err, int want_terminal);
@@ -711,202 +728,6 @@ void sandbox_snapshot(struct sandbox *sb, sandbox_ready_fn fn, void *ud)
     json_t *req = json_pack("{s:s, s:s}", "sandboxId", sb->id, "requestId", rid);
     free(rid);
     api_unary("CreateFileSystemSnapshot", req, 1, on_snapshot, op);
-}
-
-/* ---- adoption ---- */
-
-struct list_ctx {
-    sandbox_ready_fn fn;
-    void *ud;
-    int pages;
-};
-
-static int name_usable(const char *name, const char *id)
-{
-    if (!name || !*name || name[0] == '.' || strchr(name, '/') || strlen(name) > 200)
-        return 0;
-    struct sandbox *other = sandbox_find(name);
-    return !other || (other->id && strcmp(other->id, id) == 0);
-}
-
-static void adopt(json_t *msg)
-{
-    const char *id = pbjson_get_string(msg, "sandboxId", NULL);
-    struct removed_id *gone = NULL;
-    if (!id || !*id)
-        return;
-    HASH_FIND_STR(removed_ids, id, gone);
-    if (gone)
-        return;
-    struct sandbox *sb, *tmp;
-    HASH_ITER(hh, session.by_name, sb, tmp)
-    {
-        if (sb->id && strcmp(sb->id, id) == 0) {
-            sandbox_update_from(sb, msg);
-            return;
-        }
-    }
-    json_t *spec = json_object_get(msg, "spec");
-    json_t *ann = json_object_get(spec, "annotations");
-    const char *name = pbjson_get_string(ann, SANDBOX_NAME_ANNOTATION, NULL);
-    if (!name_usable(name, id))
-        name = id;
-    if (sandbox_find(name))
-        return;
-    sb = sandbox_new(name);
-    if (!sb)
-        return;
-    sb->id = strdup(id);
-    sb->state = SB_UNSTARTED;
-    sandbox_update_from(sb, msg);
-    log_info("adopted sandbox %s as %s", id, name);
-}
-
-static void list_page(struct list_ctx *lc, const char *token);
-
-static void on_listed(uint64_t call, const struct api_result *res, void *ud)
-{
-    struct list_ctx *lc = ud;
-    pthread_mutex_lock(&fs_lock);
-    if (res->err) {
-        log_warn("ListSandboxes: %s: %s", res->error.code,
-                 res->error.message ? res->error.message : "");
-    } else {
-        json_t *arr = json_object_get(res->response, "sandboxes");
-        size_t i;
-        json_t *item;
-        json_array_foreach(arr, i, item) adopt(item);
-        const char *next = pbjson_get_string(res->response, "nextPageToken", NULL);
-        if (next && *next && ++lc->pages < LIST_MAX_PAGES) {
-            list_page(lc, next);
-            pthread_mutex_unlock(&fs_lock);
-            return;
-        }
-    }
-    session.list_inflight = 0;
-    clock_gettime(CLOCK_MONOTONIC, &session.list_fetched);
-    lc->fn(NULL, res->err, lc->ud);
-    free(lc);
-    park_wake(&session.list_waiters);
-    pthread_mutex_unlock(&fs_lock);
-    (void)call;
-}
-
-static void list_page(struct list_ctx *lc, const char *token)
-{
-    json_t *tags = json_array();
-    for (size_t i = 0; i < session.ntags; i++)
-        json_array_append_new(tags, json_string(session.tags[i]));
-    json_t *req = json_pack("{s:i, s:o}", "pageSize", LIST_PAGE_SIZE, "tags", tags);
-    if (token)
-        json_object_set_new(req, "pageToken", json_string(token));
-    api_unary("ListSandboxes", req, 1, on_listed, lc);
-}
-
-void sandbox_list_refresh(sandbox_ready_fn fn, void *ud)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    long age_ms = (now.tv_sec - session.list_fetched.tv_sec) * 1000 +
-                  (now.tv_nsec - session.list_fetched.tv_nsec) / 1000000;
-    if (session.list_fetched.tv_sec && age_ms < 1000) {
-        fn(NULL, 0, ud);
-        return;
-    }
-    struct list_ctx *lc = calloc(1, sizeof(*lc));
-    if (!lc) {
-        fn(NULL, -ENOMEM, ud);
-        return;
-    }
-    lc->fn = fn;
-    lc->ud = ud;
-    session.list_inflight = 1;
-    list_page(lc, NULL);
-}
-
-/* ---- logs ---- */
-
-static int on_log_entry(uint64_t call, json_t *msg, void *ud)
-{
-    struct sandbox *sb = ud;
-    pthread_mutex_lock(&fs_lock);
-    char *data = NULL;
-    size_t len = 0;
-    if (pbjson_get_bytes(msg, "data", &data, &len) == 0 && len) {
-        if (stream_append(&sb->logs, data, len) < 0)
-            sandbox_fail(sb, EIO, "logs: output lost: the spool is full");
-        session.bytes_out += len;
-    }
-    free(data);
-    const char *sess = pbjson_get_string(msg, "logSessionId", NULL);
-    if (sess && *sess && (!sb->logs_session || strcmp(sess, sb->logs_session))) {
-        free(sb->logs_session);
-        sb->logs_session = strdup(sess);
-    }
-    int64_t off = 0;
-    if (pbjson_get_int64(msg, "nextLogOffset", 0, &off) == 0 && off > 0)
-        sb->logs_offset = (uint64_t)off;
-    json_t *err = json_object_get(msg, "error");
-    if (json_is_object(err))
-        sandbox_fail(sb, EIO, "logs: %s", pbjson_get_string(err, "message", "stream error"));
-    pthread_mutex_unlock(&fs_lock);
-    (void)call;
-    return 0;
-}
-
-static void logs_start(struct sandbox *sb);
-
-static void logs_resume(void *ud)
-{
-    struct sandbox *sb = ud;
-    pthread_mutex_lock(&fs_lock);
-    if (!sb->removed && !sb->logs.ended)
-        logs_start(sb);
-    sandbox_unref(sb);
-    pthread_mutex_unlock(&fs_lock);
-}
-
-static void on_logs_done(uint64_t call, const struct api_result *res, void *ud)
-{
-    struct sandbox *sb = ud;
-    pthread_mutex_lock(&fs_lock);
-    sb->logs_call = 0;
-    if (res->err == 0 || res->err == -ECANCELED || res->err == -ESHUTDOWN) {
-        stream_end(&sb->logs, 0);
-        /* The main process ended: its state changed too. */
-        if (res->err == 0)
-            sandbox_refresh(sb);
-    } else if (!sandbox_is_terminal(sb->state) && sb->logs_retries++ < LOGS_MAX_RESUMES) {
-        log_warn("%s: logs stream broke (%s), resuming", sb->name, res->error.code);
-        sandbox_ref(sb);
-        api_schedule(1000, logs_resume, sb);
-    } else {
-        sandbox_fail(sb, -res->err, "logs: StreamLogs: %s: %s", res->error.code,
-                     res->error.message ? res->error.message : "");
-        stream_end(&sb->logs, res->err);
-    }
-    sandbox_unref(sb);
-    pthread_mutex_unlock(&fs_lock);
-    (void)call;
-}
-
-static void logs_start(struct sandbox *sb)
-{
-    json_t *req = json_pack("{s:s, s:b}", "sandboxId", sb->id, "follow", 1);
-    if (sb->logs_session) {
-        json_object_set_new(req, "resumeLogSessionId", json_string(sb->logs_session));
-        json_object_set_new(req, "resumeLogOffset", pbjson_int64((int64_t)sb->logs_offset));
-    }
-    sandbox_ref(sb);
-    sb->logs_call = api_server_stream("StreamLogs", req, on_log_entry, on_logs_done, sb);
-}
-
-void sandbox_logs_follow(struct sandbox *sb)
-{
-    if (sb->logs_started || !sb->id || sb->removed)
-        return;
-    sb->logs_started = 1;
-    logs_start(sb);
 }
 
 /* ---- streams ---- */
