@@ -208,8 +208,13 @@ function makeService(m) {
               if (!child.stdin.destroyed && !child.stdin.writableEnded) {
                 if (!child.stdin.write(mm.value)) {
                   await new Promise((r) => {
-                    child.stdin.once("drain", r);
-                    child.once("close", r);
+                    const done = () => {
+                      child.stdin.off("drain", done);
+                      child.off("close", done);
+                      r();
+                    };
+                    child.stdin.once("drain", done);
+                    child.once("close", done);
                   });
                 }
               }

@@ -82,9 +82,11 @@ class ZProc extends EventEmitter {
         src.on("end", () => {
           // no end(): a FIFO cannot be shut down half-way; close it once
           // flushed and once the child holds its own end
+          // (an empty write's callback runs once everything before it is flushed;
+          // "drain" would not come if the last write returned true while still queued)
           childOpened.then(() => {
             if (s.writableLength === 0) s.destroy();
-            else s.once("drain", () => s.destroy());
+            else s.write(Buffer.alloc(0), () => s.destroy());
           });
         });
       };

@@ -204,6 +204,20 @@ describe("StreamExec", () => {
       assert.equal(exit, 2);
     });
 
+    // A last stdin chunk small enough to be queued without back-pressure once the
+    // child's pipe is full: the pipe must still close after it is flushed (it once
+    // stayed open, and `cat >` never ended).
+    test(`stdin ending in a 1-byte chunk after 4 MiB always reaches EOF (${kind})`, async () => {
+      const c = h.client(srv.url, kind);
+      const id = sbs[kind].sandboxId;
+      const big = crypto.randomBytes(4 << 20);
+      for (let i = 0; i < 8; i++) {
+        const w = await h.collectExec(c, { sandboxId: id, command: ["sh", "-c", "sleep 0.05; wc -c"] }, [big, Buffer.from("z")]);
+        assert.equal(w.exitCode, 0);
+        assert.equal(w.stdout.toString().trim(), String((4 << 20) + 1));
+      }
+    });
+
     test(`100 MiB in through stdin and out through stdout (${kind})`, async () => {
       const c = h.client(srv.url, kind);
       const id = sbs[kind].sandboxId;
