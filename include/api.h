@@ -77,8 +77,16 @@ void api_shutdown(void);
  * nothing started (the API is not running, or out of memory): no callback will come and
  * the request has been released. rpc must match [A-Za-z0-9_]+ (else done gets -EINVAL). */
 
-/* Unary Connect call: POST {base}/coreweave.sandbox.v1.SandboxService/{rpc}. */
-uint64_t api_unary(const char *rpc, json_t *request, int idempotent, api_done_fn done, void *ud);
+/* Flags of a unary call. */
+#define API_IDEMPOTENT 1 /* may be retried after a transient failure */
+#define API_SLOW                                                                                   \
+    2 /* may take minutes (file transfers, commands, stops): its deadline                          \
+       * is API_SLOW_TIMEOUT_MS (or the mount's timeout if longer) */
+#define API_SLOW_TIMEOUT_MS 300000L
+
+/* Unary Connect call: POST {base}/coreweave.sandbox.v1.SandboxService/{rpc}. flags is
+ * a set of API_*; CreateSandbox is always retried (its requestId makes that safe). */
+uint64_t api_unary(const char *rpc, json_t *request, int flags, api_done_fn done, void *ud);
 /* Server-streaming call (StreamLogs). */
 uint64_t api_server_stream(const char *rpc, json_t *request, api_message_fn on_message,
                            api_done_fn done, void *ud);

@@ -77,6 +77,9 @@ int connect_error_errno(const struct connect_error *err);
 #define CONNECT_RETRY_IDEMPOTENT 1
 #define CONNECT_RETRY_ALWAYS 2
 int connect_code_retryable(const char *code);
+/* The same for a whole error: 0 when its ErrorInfo reason names a lasting condition
+ * (CWSANDBOX_FILE_TOO_LARGE with resource_exhausted, say), else by its code. */
+int connect_error_retryable(const struct connect_error *err);
 
 /* Incremental envelope decoder for streaming responses. Feed bytes as they arrive;
  * each complete envelope is handed to the callback, its data NUL-terminated (data[len]

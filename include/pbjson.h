@@ -30,6 +30,11 @@ int pbjson_get_enum(const json_t *obj, const char *key, const char *const *names
  * Absent = empty (out = malloc'ed "", len 0). -EINVAL on bad base64 or wrong type. */
 int pbjson_get_bytes(const json_t *obj, const char *key, char **out, size_t *len);
 
+/* Whether len bytes are UTF-8 as protobuf strings require (and jansson checks): no
+ * overlong forms, no surrogates, nothing above U+10FFFF. A name that is not cannot be
+ * sent to the service at all (paths, argv, spec values are strings). */
+int pbjson_utf8_valid(const char *s, size_t len);
+
 /* A JSON string holding base64 of data (new reference, NULL on ENOMEM). */
 json_t *pbjson_bytes(const void *data, size_t len);
 

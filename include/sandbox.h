@@ -142,6 +142,9 @@ void sandbox_unref(struct sandbox *sb);
 int sandbox_fail(struct sandbox *sb, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* After a change of the spec of an unstarted sandbox: a new CreateSandbox requestId. */
+int sandbox_spec_changed(struct sandbox *sb);
+
 /* Call fn(sb, 0, ud) once the sandbox is running (starting it if unstarted), or
  * fn(sb, -errno, ud) if it cannot get there. May call fn before returning. */
 void sandbox_when_running(struct sandbox *sb, sandbox_ready_fn fn, void *ud);

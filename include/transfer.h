@@ -30,6 +30,7 @@ struct call {
     enum call_kind kind;
     char rpc[API_RPC_MAX];
     int retry_ok; /* idempotent unary, or CreateSandbox */
+    int slow;     /* unary with the long deadline (API_SLOW) */
     api_done_fn done;
     api_message_fn on_message;
     api_body_fn body_fn;
@@ -37,12 +38,15 @@ struct call {
     int start_err; /* the call could not be built: fail it at start */
     char *req;     /* request bytes: JSON (unary) or one envelope (stream) */
     size_t req_len;
-    CURL *easy;   /* NULL while queued or backing off */
-    int attempts; /* transfers started */
-    int backoff;  /* waiting for a retry timer */
-    int paused;   /* upload paused by API_BODY_PAUSE */
-    long status;  /* HTTP status, 0 until the first byte of the body */
-    char *resp;   /* unary body, or a stream's error body */
+    CURL *easy;             /* NULL while queued or backing off */
+    int attempts;           /* transfers started */
+    int backoff;            /* waiting for a retry timer */
+    int paused;             /* upload paused by API_BODY_PAUSE */
+    uint64_t body_done_ms;  /* when the body callback returned 0 (monotonic ms), else 0 */
+    uint64_t body_moved_ms; /* when curl last took body bytes (or the attempt started) */
+    int answered;           /* response bytes arrived */
+    long status;            /* HTTP status, 0 until the first byte of the body */
+    char *resp;             /* unary body, or a stream's error body */
     size_t resp_len, resp_cap;
     struct connect_decoder dec;
     int ended;      /* end-of-stream envelope seen */
@@ -59,8 +63,9 @@ struct transfer_setup {
     long http_version;
     int http1;
     int no_reuse;
-    long timeout_ms;
-    struct curl_slist *unary_headers, *stream_headers; /* hold credentials */
+    long timeout_ms, slow_timeout_ms; /* unary deadlines: normal, API_SLOW */
+    /* Hold credentials. */
+    struct curl_slist *unary_headers, *slow_headers, *stream_headers;
 };
 
 /* Build both header lists from cfg (credentials included); -EINVAL when a value would
@@ -68,6 +73,9 @@ struct transfer_setup {
 int transfer_headers_build(struct transfer_setup *ts, const struct api_config *cfg);
 /* Wipe (they carry credentials) and free both header lists. */
 void transfer_headers_free(struct transfer_setup *ts);
+
+/* Monotonic milliseconds. */
+uint64_t transfer_now_ms(void);
 
 /* Reset c's per-attempt state and add a new easy handle for it to multi. 0 or -errno. */
 int transfer_start(struct call *c, const struct transfer_setup *ts, CURLM *multi);

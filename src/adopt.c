@@ -97,7 +97,7 @@ static void list_page(struct list_ctx *lc, const char *token)
     json_t *req = json_pack("{s:i, s:o}", "pageSize", LIST_PAGE_SIZE, "tags", tags);
     if (token)
         json_object_set_new(req, "pageToken", json_string(token));
-    api_unary("ListSandboxes", req, 1, on_listed, lc);
+    api_unary("ListSandboxes", req, API_IDEMPOTENT, on_listed, lc);
 }
 
 void sandbox_list_refresh(sandbox_ready_fn fn, void *ud)

@@ -28,6 +28,7 @@
 #define API_BACKOFF_MAX_MS 5000L
 #define API_IDLE_POLL_MS 60000L
 #define API_LIVE_POLL_MS 50L
+#define API_BODY_STALL_MS 20000L
 #define API_MAX_HOST_CONNECTIONS 128L
 
 /* A function to run on the worker, or (retry_id != 0) a call to restart. */
@@ -75,14 +76,6 @@ static struct {
 static pthread_mutex_t counts_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rpc_count counts[API_RPC_SLOTS];
 static size_t nrpcs; /* counts_lock */
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static int rpc_valid(const char *rpc)
 {
@@ -247,7 +240,7 @@ static void call_retry_later(struct call *c)
     log_warn("api: %s failed (%s: %s); retry %d of %d in %ld ms", c->rpc, c->error.code,
              c->error.message ? c->error.message : "", c->attempts, api.max_retries, delay);
     c->backoff = 1;
-    t->due_ms = now_ms() + (uint64_t)delay;
+    t->due_ms = transfer_now_ms() + (uint64_t)delay;
     t->retry_id = c->id;
     pthread_mutex_lock(&api.lock);
     timer_insert_locked(t);
@@ -267,7 +260,7 @@ static void call_transfer_done(struct call *c, CURLcode rc)
     c->easy = NULL;
     err = transfer_result(c, rc, &resp, &transient);
     if (err && transient && c->retry_ok && c->attempts <= api.max_retries &&
-        connect_code_retryable(c->error.code)) {
+        connect_error_retryable(&c->error)) {
         call_retry_later(c);
         return;
     }
@@ -290,9 +283,38 @@ static void apply_op(const struct op *op)
     }
 }
 
+/* libcurl 7.88's HTTP/2 uploads can stall for good (curl issues 10433, 10618, 11330):
+ * it may stop asking for body bytes although the server reads on, or keep the last
+ * DATA frame buffered once the socket would block and stop watching the socket for
+ * writing. Measured here: a 32 MiB StreamExec upload that never ended, a few times in
+ * a hundred under load. So a body curl took nothing of for API_BODY_STALL_MS (not
+ * paused by its owner), or a whole body with no answer for as long (the server
+ * answers a StreamExec at once with `ready`), fails as unavailable, and the owner
+ * decides whether to send it again (uploads do: they rewrite the whole file). */
+static void fail_stalled_bodies(void)
+{
+    uint64_t now = transfer_now_ms();
+    struct call *c, *next;
+
+    for (c = api.live; c; c = next) {
+        next = c->next;
+        if (c->kind != CALL_BIDI || !c->easy || c->paused || c->answered)
+            continue;
+        if (now - (c->body_done_ms ? c->body_done_ms : c->body_moved_ms) <=
+            (uint64_t)API_BODY_STALL_MS)
+            continue;
+        log_warn("api: %s call %llu: the request body %s for %ld s; giving up on this try", c->rpc,
+                 (unsigned long long)c->id,
+                 c->body_done_ms ? "was sent but not answered" : "stopped moving",
+                 API_BODY_STALL_MS / 1000);
+        call_fail(c, -EHOSTUNREACH, "unavailable",
+                  "the request body stalled (an HTTP/2 upload stall of this libcurl)");
+    }
+}
+
 static void run_timers(void)
 {
-    uint64_t now = now_ms();
+    uint64_t now = transfer_now_ms();
     uint64_t last_seq;
 
     pthread_mutex_lock(&api.lock);
@@ -328,7 +350,7 @@ static void run_timers(void)
  * API_LIVE_POLL_MS so curl_multi_perform hands those bytes over. */
 static int poll_timeout(void)
 {
-    uint64_t now = now_ms();
+    uint64_t now = transfer_now_ms();
     long timeout = api.live ? API_LIVE_POLL_MS : API_IDLE_POLL_MS;
 
     pthread_mutex_lock(&api.lock);
@@ -385,6 +407,7 @@ static void *api_worker(void *arg)
         for (i = 0; i < nops; i++)
             apply_op(&ops[i]);
         run_timers();
+        fail_stalled_bodies();
         curl_multi_perform(api.multi, &still);
         drain_done();
         curl_multi_poll(api.multi, NULL, 0, poll_timeout(), NULL);
@@ -458,6 +481,8 @@ int api_init(const struct api_config *cfg)
         api.ts.base_url[--len] = '\0';
 
     api.ts.timeout_ms = cfg->unary_timeout_ms > 0 ? cfg->unary_timeout_ms : API_DEFAULT_TIMEOUT_MS;
+    api.ts.slow_timeout_ms =
+        api.ts.timeout_ms > API_SLOW_TIMEOUT_MS ? api.ts.timeout_ms : API_SLOW_TIMEOUT_MS;
     api.max_retries = cfg->max_retries > 0   ? cfg->max_retries
                       : cfg->max_retries < 0 ? 0
                                              : API_DEFAULT_RETRIES;
@@ -609,7 +634,7 @@ static struct call *call_new(enum call_kind kind, const char *rpc, api_done_fn d
     return c;
 }
 
-uint64_t api_unary(const char *rpc, json_t *request, int idempotent, api_done_fn done, void *ud)
+uint64_t api_unary(const char *rpc, json_t *request, int flags, api_done_fn done, void *ud)
 {
     struct call *c = call_new(CALL_UNARY, rpc, done, ud);
 
@@ -617,7 +642,8 @@ uint64_t api_unary(const char *rpc, json_t *request, int idempotent, api_done_fn
         json_decref(request);
         return 0;
     }
-    c->retry_ok = idempotent || (rpc && strcmp(rpc, "CreateSandbox") == 0);
+    c->retry_ok = (flags & API_IDEMPOTENT) || (rpc && strcmp(rpc, "CreateSandbox") == 0);
+    c->slow = !!(flags & API_SLOW);
     if (!c->start_err) {
         c->req = request ? json_dumps(request, JSON_COMPACT) : NULL;
         if (c->req)
@@ -722,7 +748,7 @@ void api_schedule(long delay_ms, void (*fn)(void *ud), void *ud)
         log_error("api: out of memory scheduling work");
         return;
     }
-    t->due_ms = now_ms() + (uint64_t)(delay_ms > 0 ? delay_ms : 0);
+    t->due_ms = transfer_now_ms() + (uint64_t)(delay_ms > 0 ? delay_ms : 0);
     t->fn = fn;
     t->ud = ud;
     pthread_mutex_lock(&api.lock);

@@ -400,6 +400,17 @@ int connect_code_retryable(const char *code)
     return row ? row->retry : 0;
 }
 
+int connect_error_retryable(const struct connect_error *err)
+{
+    int errnum = connect_error_errno(err);
+
+    /* A reason that names a lasting condition (a file too large, a missing sandbox)
+     * overrules a retryable code: the same request would get the same answer. */
+    if (errnum != connect_code_errno(err->code) && errnum != EAGAIN && errnum != ETIMEDOUT)
+        return 0;
+    return connect_code_retryable(err->code);
+}
+
 /* ---- streaming envelopes ---- */
 
 void connect_decoder_init(struct connect_decoder *dec, size_t max_message)

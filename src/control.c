@@ -185,7 +185,7 @@ static void job_run(struct ctl_job *job)
         int rc = 0;
         if (sb->state != SB_UNSTARTED || sb->create_inflight || !sb->spec)
             rc = sandbox_fail(sb, EBUSY, "the sandbox already started; spec changes come before");
-        else if (spec_set(sb, c) < 0)
+        else if (spec_set(sb, c) < 0 || sandbox_spec_changed(sb) < 0)
             rc = sandbox_fail(sb, ENOMEM, "could not change the spec");
         job_step_done(sb, rc, job);
         return;

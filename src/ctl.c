@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pbjson.h"
+
 /* How the text after the command name is taken. */
 enum arg_kind {
     ARG_NONE,     /* nothing may follow the name */
@@ -428,6 +430,11 @@ int ctl_parse(const char *line, size_t len, struct ctl_cmd *cmd, char *err, size
     if (memchr(line, 0, len)) {
         quote(q, sizeof(q), line + i, end - i);
         errf(err, errlen, "command contains a NUL byte: %s", q);
+        goto out;
+    }
+    if (!pbjson_utf8_valid(line, len)) {
+        quote(q, sizeof(q), line + i, end - i);
+        errf(err, errlen, "command is not UTF-8 (the service takes text only): %s", q);
         goto out;
     }
     name = line + i;

@@ -594,7 +594,7 @@ static int check_service(const char *where, enum api_auth auth, long timeout_ms)
     pthread_condattr_destroy(&attr);
 
     req = json_pack("{s:i}", "pageSize", 1);
-    id = req ? api_unary("ListSandboxes", req, 1, check_done, &c) : 0;
+    id = req ? api_unary("ListSandboxes", req, API_IDEMPOTENT, check_done, &c) : 0;
     if (!id) {
         fprintf(stderr, "cwsfs: cannot start a call to %s\n", where);
         rc = -EIO;

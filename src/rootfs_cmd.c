@@ -134,7 +134,7 @@ static void cmd_when_running(struct sandbox *sb, int err, void *ud)
     json_t *req = json_pack("{s:s, s:O, s:i}", "sandboxId", sb->id, "command", cc->argv,
                             "maxOutputBytes", EXEC_MAX_OUTPUT);
     /* Not idempotent in general (mkdir, mv): never retried. */
-    api_unary("Exec", req, 0, cmd_on_done, cc);
+    api_unary("Exec", req, API_SLOW, cmd_on_done, cc);
 }
 
 /* Run argv (NULL-terminated) in the sandbox, starting it if needed. */
@@ -146,8 +146,17 @@ void rootfs_run_cmd(struct sandbox *sb, const char *const *argv, rootfs_cmd_fn f
         return;
     }
     cc->argv = json_array();
-    for (size_t i = 0; argv[i]; i++)
-        json_array_append_new(cc->argv, json_string(argv[i]));
+    for (size_t i = 0; argv[i]; i++) {
+        json_t *arg = json_string(argv[i]);
+        if (!arg) { /* not UTF-8: dropping it would run another command (rm -f --) */
+            json_decref(cc->argv);
+            free(cc);
+            fn(sb, sandbox_fail(sb, EILSEQ, "%s: not UTF-8; the service takes text only", argv[i]),
+               -1, "", 0, "", ud);
+            return;
+        }
+        json_array_append_new(cc->argv, arg);
+    }
     cc->sb = sb;
     cc->fn = fn;
     cc->ud = ud;

@@ -230,14 +230,24 @@ static void fetch_when_running(struct sandbox *sb, int err, void *ud)
     api_bidi("StreamExec", fetch_body, fetch_message, fetch_done, fc);
 }
 
+/* The service refused a ReadFile/WriteFile for its size: CWSANDBOX_FILE_TOO_LARGE, or a
+ * bare resource_exhausted (a cap in front of the service). StreamExec has no cap. */
+static int too_large(const struct api_result *res)
+{
+    return res->err == -EFBIG ||
+           (res->err && res->error.code && strcmp(res->error.code, "resource_exhausted") == 0 &&
+            !res->error.reason);
+}
+
 static void on_read_file(uint64_t call, const struct api_result *res, void *ud)
 {
     struct rootfs_req *rc = ud;
     pthread_mutex_lock(&fs_lock);
     struct rootfs_file *f = rc->file;
     int err = res->err;
-    if (err == -EFBIG) {
-        /* Above the cap after all (it grew since the listing): stream it instead. */
+    if (too_large(res)) {
+        /* Above the cap after all (it grew since the listing, or this service's cap is
+         * lower): stream it instead. */
         struct fetch_ctx *fc = calloc(1, sizeof(*fc));
         if (fc) {
             fc->rc = rc;
@@ -278,7 +288,7 @@ static void read_file_when_running(struct sandbox *sb, int err, void *ud)
         return;
     }
     json_t *req = json_pack("{s:s, s:s}", "sandboxId", sb->id, "path", rc->path);
-    api_unary("ReadFile", req, 1, on_read_file, rc);
+    api_unary("ReadFile", req, API_IDEMPOTENT | API_SLOW, on_read_file, rc);
 }
 
 static void open_listed(struct sandbox *sb, int err, struct dirlist *dl, void *ud)
@@ -307,8 +317,21 @@ static void open_listed(struct sandbox *sb, int err, struct dirlist *dl, void *u
     sandbox_when_running(sb, read_file_when_running, rc);
 }
 
+/* A path that is not UTF-8 cannot travel in a ReadFile, WriteFile or command. */
+static int path_sendable(struct sandbox *sb, const char *path)
+{
+    if (pbjson_utf8_valid(path, strlen(path)))
+        return 0;
+    return sandbox_fail(sb, EILSEQ, "%s: not UTF-8; the service takes text only", path);
+}
+
 void rootfs_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi)
 {
+    int err = path_sendable(n->sb, n->path);
+    if (err) {
+        fuse_reply_err(req, -err);
+        return;
+    }
     struct rootfs_req *rc = rootfs_req_new(req, n->path, NULL);
     struct rootfs_file *f = rc ? file_new(n->sb, n->path, fi->flags) : NULL;
     if (!f) {
@@ -404,6 +427,12 @@ void rootfs_create(fuse_req_t req, struct node *parent, const char *name, mode_t
                    struct fuse_file_info *fi)
 {
     char *path = rootfs_path_join(parent->path, name);
+    int err = path ? path_sendable(parent->sb, path) : 0;
+    if (err) {
+        free(path);
+        fuse_reply_err(req, -err);
+        return;
+    }
     struct rootfs_req *rc = path ? rootfs_req_new(req, parent->path, name) : NULL;
     struct rootfs_file *f = rc ? file_new(parent->sb, path, fi->flags) : NULL;
     free(path);
@@ -458,12 +487,16 @@ void rootfs_write(fuse_req_t req, struct rootfs_file *f, const char *buf, size_t
 
 /* ---- sending a file back ---- */
 
+#define UPLOAD_MAX_ATTEMPTS 3
+
 struct upload_ctx {
     struct rootfs_file *f;
     uint64_t epoch;
     int fd; /* our own dup: the body callback reads it on the worker */
     off_t off, size;
-    int stage; /* 0 head, 1 stdin chunks, 2 close, 3 done */
+    int stage;    /* 0 head, 1 stdin chunks, 2 close, 3 done */
+    int streamed; /* StreamExec even under the cap (WriteFile refused the size) */
+    int attempts; /* StreamExec sends started */
     char *pending;
     size_t pending_len, pending_pos;
     struct cmd_outcome out;
@@ -542,10 +575,20 @@ static void upload_finish(struct upload_ctx *uc, int err)
     flushes_answer(f, err);
 }
 
+static void upload_when_running(struct sandbox *sb, int err, void *ud);
+
 static void on_written(uint64_t call, const struct api_result *res, void *ud)
 {
     struct upload_ctx *uc = ud;
     pthread_mutex_lock(&fs_lock);
+    if (too_large(res) && !uc->streamed) {
+        uc->streamed = 1;
+        log_info("%s: %s: WriteFile refused its size (%s); sending it through StreamExec",
+                 uc->f->sb->name, uc->f->path, res->error.code);
+        upload_when_running(uc->f->sb, 0, uc);
+        pthread_mutex_unlock(&fs_lock);
+        return;
+    }
     if (res->err)
         sandbox_fail(uc->f->sb, -res->err, "write %s: WriteFile: %s: %s", uc->f->path,
                      res->error.code, res->error.message ? res->error.message : "");
@@ -611,6 +654,23 @@ static void upload_stream_done(uint64_t call, const struct api_result *res, void
     struct upload_ctx *uc = ud;
     pthread_mutex_lock(&fs_lock);
     int err = res->err;
+    if (err == -EHOSTUNREACH && uc->attempts < UPLOAD_MAX_ATTEMPTS) {
+        /* The whole content goes again (`cat >` rewrites the file), so a send whose end
+         * got stuck (api.c) or whose connection broke can simply be repeated. */
+        log_warn("%s: %s: sending again (%s)", uc->f->sb->name, uc->f->path,
+                 res->error.message ? res->error.message : res->error.code);
+        close(uc->fd);
+        uc->fd = -1;
+        free(uc->pending);
+        uc->pending = NULL;
+        uc->pending_len = uc->pending_pos = 0;
+        uc->off = 0;
+        free(uc->out.errtext);
+        memset(&uc->out, 0, sizeof(uc->out));
+        upload_when_running(uc->f->sb, 0, uc);
+        pthread_mutex_unlock(&fs_lock);
+        return;
+    }
     if (err)
         sandbox_fail(uc->f->sb, -err, "write %s: StreamExec: %s: %s", uc->f->path, res->error.code,
                      res->error.message ? res->error.message : "");
@@ -636,7 +696,7 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
     }
     uc->size = st.st_size;
     uc->epoch = f->epoch;
-    if ((uint64_t)st.st_size <= ROOTFS_UNARY_CAP) {
+    if ((uint64_t)st.st_size <= ROOTFS_UNARY_CAP && !uc->streamed) {
         char *data = malloc((size_t)st.st_size + 1);
         ssize_t got = data ? pread(f->fd, data, (size_t)st.st_size, 0) : -1;
         if (got != st.st_size) {
@@ -649,7 +709,7 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
         free(data);
         session.bytes_written += (uint64_t)got;
         /* Writing the same bytes twice is harmless: retry like a read. */
-        api_unary("WriteFile", req, 1, on_written, uc);
+        api_unary("WriteFile", req, API_IDEMPOTENT | API_SLOW, on_written, uc);
         return;
     }
     /* Above the cap: stdin of a command that writes its input to the path ($1, never
@@ -661,6 +721,7 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
         return;
     }
     uc->stage = 1;
+    uc->attempts++;
     api_bidi("StreamExec", upload_body, upload_message, upload_stream_done, uc);
 }
 

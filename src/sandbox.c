@@ -27,6 +27,7 @@ struct session session;
 #define DEFAULT_IMAGE "python:3.11"
 /* The SDKs' keep-alive: runs until SIGTERM, then exits 0. */
 #define KEEPALIVE_SCRIPT "trap \"exit 0\" TERM INT; sleep infinity & wait"
+#define STOP_GRACE_DEFAULT_S 10
 #define POLL_FIRST_MS 200
 #define POLL_MAX_MS 2000
 #define POLL_WATCH_MS 1000
@@ -436,7 +437,7 @@ static void poll_now(struct sandbox *sb)
         return;
     sb->poll_inflight = 1;
     sandbox_ref(sb);
-    api_unary("GetSandbox", json_pack("{s:s}", "sandboxId", sb->id), 1, on_polled, sb);
+    api_unary("GetSandbox", json_pack("{s:s}", "sandboxId", sb->id), API_IDEMPOTENT, on_polled, sb);
 }
 
 static void poll_tick(void *ud)
@@ -562,7 +563,19 @@ static void sandbox_start(struct sandbox *sb)
     json_t *req =
         json_pack("{s:{s:O}, s:s}", "sandbox", "spec", sb->spec, "requestId", sb->request_id);
     sandbox_ref(sb);
-    api_unary("CreateSandbox", req, 1, on_created, sb);
+    api_unary("CreateSandbox", req, API_IDEMPOTENT, on_created, sb);
+}
+
+int sandbox_spec_changed(struct sandbox *sb)
+{
+    /* A retried create must be the same create, but a changed spec is a new one: the
+     * service may answer an old requestId with the old result. */
+    char *rid = new_request_id();
+    if (!rid)
+        return -ENOMEM;
+    free(sb->request_id);
+    sb->request_id = rid;
+    return 0;
 }
 
 void sandbox_when_running(struct sandbox *sb, sandbox_ready_fn fn, void *ud)
@@ -674,9 +687,10 @@ void sandbox_stop(struct sandbox *sb, long grace, sandbox_ready_fn fn, void *ud)
         fn(sb, -ENOMEM, ud);
         return;
     }
-    json_t *req = json_pack("{s:s, s:b}", "sandboxId", sb->id, "allowMissing", 1);
-    if (grace >= 0)
-        json_object_set_new(req, "gracePeriodSeconds", json_integer(grace));
+    /* Always explicit: on the wire an absent grace is 0, which the service may take as
+     * "kill now"; a stop without a number (and rmdir) asks for the SDKs' default. */
+    json_t *req = json_pack("{s:s, s:b, s:i}", "sandboxId", sb->id, "allowMissing", 1,
+                            "gracePeriodSeconds", grace >= 0 ? (int)grace : STOP_GRACE_DEFAULT_S);
     if (!sandbox_is_terminal(sb->state) && sb->state != SB_TERMINATING) {
         sb->state = SB_TERMINATING;
         events_line(sb);
@@ -685,7 +699,7 @@ void sandbox_stop(struct sandbox *sb, long grace, sandbox_ready_fn fn, void *ud)
     sb->stopping = 1;
     sb->delete_inflight = 1;
     /* allowMissing makes a repeated delete harmless, so it may retry. */
-    api_unary("DeleteSandbox", req, 1, on_deleted, op);
+    api_unary("DeleteSandbox", req, API_IDEMPOTENT | API_SLOW, on_deleted, op);
 }
 
 static void on_snapshot(uint64_t call, const struct api_result *res, void *ud)
@@ -727,7 +741,7 @@ void sandbox_snapshot(struct sandbox *sb, sandbox_ready_fn fn, void *ud)
     }
     json_t *req = json_pack("{s:s, s:s}", "sandboxId", sb->id, "requestId", rid);
     free(rid);
-    api_unary("CreateFileSystemSnapshot", req, 1, on_snapshot, op);
+    api_unary("CreateFileSystemSnapshot", req, API_IDEMPOTENT, on_snapshot, op);
 }
 
 /* ---- streams ---- */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "transfer.h"
 
@@ -128,6 +129,7 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
     size_t n = size * nmemb;
     int rc;
 
+    c->answered = 1;
     if (c->local_err && !c->server_err)
         return 0;
     if (!c->status)
@@ -170,10 +172,21 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *ud)
         fail_local(c, -EIO, "internal", "the request body callback overran its buffer");
         return CURL_READFUNC_ABORT;
     }
+    c->body_moved_ms = transfer_now_ms();
+    if (n == 0 && !c->body_done_ms)
+        c->body_done_ms = c->body_moved_ms;
     return (size_t)n;
 }
 
 /* ---- starting a transfer and reading its result ---- */
+
+uint64_t transfer_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 int transfer_start(struct call *c, const struct transfer_setup *ts, CURLM *multi)
 {
@@ -190,7 +203,9 @@ int transfer_start(struct call *c, const struct transfer_setup *ts, CURLM *multi
     c->resp = NULL;
     c->resp_len = c->resp_cap = 0;
     c->status = 0;
-    c->ended = c->local_err = c->server_err = c->paused = 0;
+    c->ended = c->local_err = c->server_err = c->paused = c->answered = 0;
+    c->body_done_ms = 0;
+    c->body_moved_ms = transfer_now_ms();
     c->errbuf[0] = '\0';
 
     len = strlen(ts->base_url) + strlen(API_SERVICE_PATH) + strlen(c->rpc) + 1;
@@ -229,10 +244,12 @@ int transfer_start(struct call *c, const struct transfer_setup *ts, CURLM *multi
     rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
     rc |= curl_easy_setopt(e, CURLOPT_POST, 1L);
     if (c->kind == CALL_UNARY) {
-        rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, ts->unary_headers);
+        rc |=
+            curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->slow ? ts->slow_headers : ts->unary_headers);
         /* A little past Connect-Timeout-Ms, so that the server's own deadline_exceeded
          * (with its words) usually arrives before curl gives up. */
-        rc |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, ts->timeout_ms + 1000L);
+        rc |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
+                               (c->slow ? ts->slow_timeout_ms : ts->timeout_ms) + 1000L);
     } else {
         rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, ts->stream_headers);
     }
@@ -380,6 +397,8 @@ int transfer_headers_build(struct transfer_setup *ts, const struct api_config *c
         return -EINVAL;
     err = build_headers(&ts->unary_headers, cfg, "application/json", ts->timeout_ms);
     if (!err)
+        err = build_headers(&ts->slow_headers, cfg, "application/json", ts->slow_timeout_ms);
+    if (!err)
         err = build_headers(&ts->stream_headers, cfg, "application/connect+json", 0);
     if (err)
         transfer_headers_free(ts);
@@ -389,5 +408,6 @@ int transfer_headers_build(struct transfer_setup *ts, const struct api_config *c
 void transfer_headers_free(struct transfer_setup *ts)
 {
     free_headers(&ts->unary_headers);
+    free_headers(&ts->slow_headers);
     free_headers(&ts->stream_headers);
 }

@@ -460,6 +460,15 @@ static void test_unary_success(void **state)
     assert_non_null(strcasestr(head, "Authorization: Bearer sekrit-key\r\n"));
     assert_null(strcasestr(head, "Expect:"));
     waiter_fini(&w);
+    /* A slow call (file transfers, commands, stops) gets the long deadline. */
+    id = call("Echo", "{}", API_SLOW, &w);
+    waiter_wait(&w);
+    assert_int_equal(w.err, 0);
+    pthread_mutex_lock(&srv.lock);
+    memcpy(head, srv.last_head, sizeof(head));
+    pthread_mutex_unlock(&srv.lock);
+    assert_non_null(strcasestr(head, "Connect-Timeout-Ms: 300000\r\n"));
+    waiter_fini(&w);
     api_shutdown();
 }
 

@@ -782,6 +782,39 @@ static void test_error_errno(void **state)
     }
 }
 
+static void test_error_retryable(void **state)
+{
+    static const struct {
+        const char *code;
+        const char *reason;
+        int retry;
+    } rows[] = {
+        {"unavailable", NULL, CONNECT_RETRY_ALWAYS},
+        {"resource_exhausted", NULL, CONNECT_RETRY_IDEMPOTENT},
+        {"deadline_exceeded", "", CONNECT_RETRY_IDEMPOTENT},
+        /* a reason that says "try later" keeps the code's answer */
+        {"unavailable", "CWSANDBOX_RUNNER_CAPACITY_EXHAUSTED", CONNECT_RETRY_ALWAYS},
+        {"resource_exhausted", "CWSANDBOX_RUNNER_CAPACITY_EXHAUSTED", CONNECT_RETRY_IDEMPOTENT},
+        {"unavailable", "CWSANDBOX_BACKEND_UNAVAILABLE", CONNECT_RETRY_ALWAYS},
+        /* a lasting condition: the same request gets the same answer */
+        {"resource_exhausted", "CWSANDBOX_FILE_TOO_LARGE", 0},
+        {"unavailable", "CWSANDBOX_SANDBOX_NOT_FOUND", 0},
+        {"invalid_argument", NULL, 0},
+        {"internal", "CWSANDBOX_COMMAND_TIMEOUT", 0},
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct connect_error err = {0};
+
+        connect_error_set(&err, rows[i].code, NULL);
+        err.reason = rows[i].reason ? strdup(rows[i].reason) : NULL;
+        assert_int_equal(connect_error_retryable(&err), rows[i].retry);
+        connect_error_clear(&err);
+    }
+}
+
 /* ---- end of stream ---- */
 
 static int end_stream(const char *text, size_t len, int *has_error, struct connect_error *err)
@@ -894,6 +927,7 @@ int main(void)
         cmocka_unit_test(test_errorinfo_malformed),
         cmocka_unit_test(test_code_errno),
         cmocka_unit_test(test_error_errno),
+        cmocka_unit_test(test_error_retryable),
         cmocka_unit_test(test_end_stream_ok),
         cmocka_unit_test(test_end_stream_error),
         cmocka_unit_test(test_end_stream_garbage),

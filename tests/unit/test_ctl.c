@@ -129,6 +129,22 @@ static void test_nul_byte(void **state)
     assert_null(c.argv);
 }
 
+static void test_not_utf8(void **state)
+{
+    struct ctl_cmd c;
+
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    /* the service takes text only: a byte that is not UTF-8 would be dropped on the
+     * way, so the line is refused whole */
+    assert_int_equal(ctl_parse("exec echo caf\xe9", 14, &c, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "not UTF-8"));
+    assert_null(c.argv);
+    assert_int_equal(ctl_parse("env K=\xff", 7, &c, err, sizeof(err)), -EINVAL);
+    assert_int_equal(ctl_parse("exec echo caf\xc3\xa9", 15, &c, err, sizeof(err)), 0);
+    ctl_cmd_free(&c);
+}
+
 static void test_quoting(void **state)
 {
     char line[400];
@@ -722,6 +738,7 @@ int main(void)
         cmocka_unit_test(test_exec),
         cmocka_unit_test(test_exec_errors),
         cmocka_unit_test(test_nul_byte),
+        cmocka_unit_test(test_not_utf8),
         cmocka_unit_test(test_quoting),
         cmocka_unit_test(test_execv),
         cmocka_unit_test(test_execv_errors),

@@ -455,6 +455,41 @@ static void test_timestamp_format(void **state)
     pbjson_format_timestamp(&ts, small, 0); /* nothing written, nothing broken */
 }
 
+static void test_utf8_valid(void **state)
+{
+    static const struct {
+        const char *s;
+        int ok;
+    } rows[] = {
+        {"", 1},
+        {"plain ascii; $(x) `y`", 1},
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 1}, /* 2, 3 and 4 byte forms */
+        {"\xef\xbf\xbf", 1},                              /* U+FFFF */
+        {"\xf4\x8f\xbf\xbf", 1},                          /* U+10FFFF */
+        {"\xff", 0},
+        {"name\x80", 0},         /* a lone continuation byte */
+        {"\xc3", 0},             /* cut short */
+        {"\xe2\x82", 0},         /* cut short */
+        {"\xc0\xaf", 0},         /* overlong '/' */
+        {"\xe0\x80\xaf", 0},     /* overlong '/' */
+        {"\xf0\x80\x80\xaf", 0}, /* overlong '/' */
+        {"\xed\xa0\x80", 0},     /* a surrogate */
+        {"\xf4\x90\x80\x80", 0}, /* above U+10FFFF */
+        {"\xc3\x28", 0},         /* bad continuation */
+        {"latin1 caf\xe9", 0},
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        json_t *j = json_string(rows[i].s);
+        assert_int_equal(pbjson_utf8_valid(rows[i].s, strlen(rows[i].s)), rows[i].ok);
+        /* the same verdict as jansson's, which refuses to encode what is not UTF-8 */
+        assert_int_equal(j != NULL, rows[i].ok);
+        json_decref(j);
+    }
+}
+
 static void test_timestamp_round_trip(void **state)
 {
     /* A spread over the whole range, with all four fraction widths. */
@@ -494,6 +529,7 @@ int main(void)
         cmocka_unit_test(test_timestamp_parse_bad),
         cmocka_unit_test(test_timestamp_format),
         cmocka_unit_test(test_timestamp_round_trip),
+        cmocka_unit_test(test_utf8_valid),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
