@@ -36,6 +36,8 @@ extern const struct fuse_lowlevel_ops fs_ops;
  * Returns 0 or -errno. */
 int fs_init(const struct fs_options *opts);
 void fs_set_session(struct fuse_session *se);
+/* After api_init in the serving process: the first listing of the session's sandboxes. */
+void fs_api_started(void);
 void fs_destroy(void);
 void fs_free(void);
 

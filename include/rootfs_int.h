@@ -12,6 +12,11 @@
 #include "rootfs.h"
 
 #define ROOTFS_ATTR_TIMEOUT 1.0
+/* How long the kernel may keep attributes it got from a listing. Not at all for
+ * regular files: a read past the cached size would otherwise stop there (the kernel
+ * trusts i_size), cutting short a file a command just grew; asking again costs no
+ * call while our listing is fresh. */
+#define ROOTFS_ATTR_TTL(st) (S_ISREG((st)->st_mode) ? 0.0 : ROOTFS_ATTR_TIMEOUT)
 
 struct dirlist;
 
@@ -101,6 +106,8 @@ int rootfs_errno_from_stderr(const char *text);
 /* Run argv (NULL-terminated, exact, no shell) with Exec once the sandbox runs; fn gets
  * the outcome, exit code and output (borrowed for the call). */
 void rootfs_run_cmd(struct sandbox *sb, const char *const *argv, rootfs_cmd_fn fn, void *ud);
+/* The same for a command that changes nothing (a listing): retried like a read. */
+void rootfs_run_query(struct sandbox *sb, const char *const *argv, rootfs_cmd_fn fn, void *ud);
 
 /* Call fn with a listing of dir no older than a second (one Exec when stale). */
 void rootfs_with_listing(struct sandbox *sb, const char *dir, dirlist_fn fn, void *ud);

@@ -175,6 +175,9 @@ int sandbox_was_removed(const char *id);
 /* Adoption (adopt.c): refresh the name table from ListSandboxes (session tags) if older than
  * a second; fn(NULL, err, ud) when done (errors leave the table as it was). */
 void sandbox_list_refresh(sandbox_ready_fn fn, void *ud);
+/* The first refresh, at mount (takes fs_lock): the session's sandboxes are known by
+ * name before anyone asks. */
+void sandbox_list_prime(void);
 
 /* logs.c: make sure StreamLogs follows this sandbox's main process (first reader starts it). */
 void sandbox_logs_follow(struct sandbox *sb);

@@ -15,6 +15,8 @@
 struct node *tree_child(struct node *parent, const char *name);
 /* Attributes of a pseudo node (and of a sandbox's "/"); -ENOENT when it went away. */
 int tree_attr(struct node *n, struct stat *st);
+/* Where an N_LINK node points (malloc'ed; NULL when out of memory). */
+char *tree_link_target(const struct node *n);
 /* How long the kernel may cache them: 0 for files (sizes grow), a second for dirs. */
 double tree_attr_timeout(const struct node *n);
 /* The text of a snapshot file, malloc'ed; NULL for streams and directories. */

@@ -106,9 +106,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         struct node *n = tree_child(p, name);
         if (n && reply_entry_for(req, n) == 0) {
             /* answered */
-        } else if (p->kind == N_MOUNT && name[0] != '.') {
-            /* Maybe a sandbox of this session's tags made elsewhere: ask the service
-             * (at most once a second). */
+        } else if (p->kind == N_MOUNT && name[0] != '.' && !session.list_fetched.tv_sec) {
+            /* Before the session's first listing (primed at mount) has come back, the
+             * name may be one of its sandboxes: wait for it. Later, an unknown name is
+             * simply not there, so `mkdir NAME` costs no call; `ls MNT` refreshes. */
             struct lookup_ctx *lc = calloc(1, sizeof(*lc));
             if (lc && (lc->name = strdup(name))) {
                 lc->req = req;
@@ -204,19 +205,10 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
         rootfs_readlink(req, n);
     } else if (n->kind != N_LINK) {
         fuse_reply_err(req, EINVAL);
+    } else if (!(target = tree_link_target(n))) {
+        fuse_reply_err(req, ENOMEM);
     } else {
-        int rc;
-        if (n->file == P_ROOT)
-            rc = asprintf(&target, "../.root/%s", n->sb->name);
-        else
-            rc = asprintf(&target, "exec/%u/%s", n->sb->nexecs,
-                          n->file == P_STDOUT   ? "stdout"
-                          : n->file == P_STDERR ? "stderr"
-                                                : "exit");
-        if (rc < 0)
-            fuse_reply_err(req, ENOMEM);
-        else
-            fuse_reply_readlink(req, target);
+        fuse_reply_readlink(req, target);
         free(target);
     }
     pthread_mutex_unlock(&fs_lock);
@@ -609,6 +601,8 @@ struct line_batch {
 static int collect_line(const char *line, size_t len, void *ud)
 {
     struct line_batch *lb = ud;
+    if (memchr(line, 0, len))
+        return -EILSEQ; /* lines travel as C strings from here on */
     char **grown = realloc(lb->lines, (lb->n + 1) * sizeof(char *));
     if (!grown)
         return -ENOMEM;
@@ -644,6 +638,9 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
         if (rc == -E2BIG) {
             sandbox_fail(n->sb, EINVAL, "ctl: a line longer than %u bytes was refused",
                          CTL_MAX_LINE);
+            fuse_reply_err(req, EINVAL);
+        } else if (rc == -EILSEQ) {
+            sandbox_fail(n->sb, EINVAL, "ctl: a line with a NUL byte was refused");
             fuse_reply_err(req, EINVAL);
         } else if (rc < 0) {
             fuse_reply_err(req, -rc);
@@ -839,6 +836,11 @@ int fs_init(const struct fs_options *opts)
 void fs_set_session(struct fuse_session *se)
 {
     fuse_se = se;
+}
+
+void fs_api_started(void)
+{
+    sandbox_list_prime();
 }
 
 void fs_destroy(void)

@@ -832,6 +832,7 @@ int main(int argc, char *argv[])
         goto out;
     }
     api_up = 1;
+    fs_api_started();
     log_info("mounted %s on %s (auth=%s)", where, mountpoint, auth_name(cfg.auth));
 
     if (fuse_opts.singlethread) {

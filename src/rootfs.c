@@ -31,7 +31,7 @@ static void fill_entry(struct sandbox *sb, const char *path, const struct rf_ent
     ep->ino = n->ino;
     ep->attr = e->st;
     ep->attr.st_ino = n->ino;
-    ep->attr_timeout = ROOTFS_ATTR_TIMEOUT;
+    ep->attr_timeout = ROOTFS_ATTR_TTL(&ep->attr);
     ep->entry_timeout = ROOTFS_ATTR_TIMEOUT;
 }
 
@@ -148,7 +148,7 @@ void rootfs_getattr_listed(struct sandbox *sb, int err, struct dirlist *dl, void
         struct stat st = e->st;
         struct node *n = node_get(N_ROOTFS, 0, sb, 0, rc->path);
         st.st_ino = n ? n->ino : 0;
-        fuse_reply_attr(rc->req, &st, ROOTFS_ATTR_TIMEOUT);
+        fuse_reply_attr(rc->req, &st, ROOTFS_ATTR_TTL(&st));
     }
     rootfs_req_free(rc);
 }
@@ -278,7 +278,7 @@ void rootfs_readdir(fuse_req_t req, struct rootfs_dir *d, size_t size, off_t off
                     node_looked_up(n);
                     ep.ino = n->ino;
                     ep.attr.st_ino = n->ino;
-                    ep.attr_timeout = ROOTFS_ATTR_TIMEOUT;
+                    ep.attr_timeout = ROOTFS_ATTR_TTL(&ep.attr);
                     ep.entry_timeout = ROOTFS_ATTR_TIMEOUT;
                 }
             }

@@ -218,7 +218,7 @@ void rootfs_with_listing(struct sandbox *sb, const char *dir, dirlist_fn fn, voi
     dl->inflight = 1;
     const char *argv[LISTING_ARGC + 1];
     listing_argv(dl->path, argv);
-    rootfs_run_cmd(sb, argv, on_listed, strdup(dl->path));
+    rootfs_run_query(sb, argv, on_listed, strdup(dl->path));
 }
 
 /* A file open here whose spool has not reached the sandbox yet answers stat itself. */

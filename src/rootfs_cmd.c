@@ -89,6 +89,7 @@ struct cmd_ctx {
     json_t *argv;
     rootfs_cmd_fn fn;
     void *ud;
+    int flags; /* API_* of the Exec */
 };
 
 static void cmd_on_done(uint64_t call, const struct api_result *res, void *ud)
@@ -133,12 +134,12 @@ static void cmd_when_running(struct sandbox *sb, int err, void *ud)
     }
     json_t *req = json_pack("{s:s, s:O, s:i}", "sandboxId", sb->id, "command", cc->argv,
                             "maxOutputBytes", EXEC_MAX_OUTPUT);
-    /* Not idempotent in general (mkdir, mv): never retried. */
-    api_unary("Exec", req, API_SLOW, cmd_on_done, cc);
+    api_unary("Exec", req, API_SLOW | cc->flags, cmd_on_done, cc);
 }
 
 /* Run argv (NULL-terminated) in the sandbox, starting it if needed. */
-void rootfs_run_cmd(struct sandbox *sb, const char *const *argv, rootfs_cmd_fn fn, void *ud)
+static void run_cmd(struct sandbox *sb, const char *const *argv, int flags, rootfs_cmd_fn fn,
+                    void *ud)
 {
     struct cmd_ctx *cc = calloc(1, sizeof(*cc));
     if (!cc) {
@@ -160,6 +161,18 @@ void rootfs_run_cmd(struct sandbox *sb, const char *const *argv, rootfs_cmd_fn f
     cc->sb = sb;
     cc->fn = fn;
     cc->ud = ud;
+    cc->flags = flags;
     sandbox_ref(sb);
     sandbox_when_running(sb, cmd_when_running, cc);
+}
+
+/* Not idempotent in general (mkdir, mv): never retried. */
+void rootfs_run_cmd(struct sandbox *sb, const char *const *argv, rootfs_cmd_fn fn, void *ud)
+{
+    run_cmd(sb, argv, 0, fn, ud);
+}
+
+void rootfs_run_query(struct sandbox *sb, const char *const *argv, rootfs_cmd_fn fn, void *ud)
+{
+    run_cmd(sb, argv, API_IDEMPOTENT, fn, ud);
 }

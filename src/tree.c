@@ -141,6 +141,20 @@ char *tree_render(struct node *n)
     return out;
 }
 
+char *tree_link_target(const struct node *n)
+{
+    char *target = NULL;
+    int rc;
+    if (n->file == P_ROOT)
+        rc = asprintf(&target, "../.root/%s", n->sb->name);
+    else
+        rc = asprintf(&target, "exec/%u/%s", n->sb->nexecs,
+                      n->file == P_STDOUT   ? "stdout"
+                      : n->file == P_STDERR ? "stderr"
+                                            : "exit");
+    return rc < 0 ? NULL : target;
+}
+
 int tree_is_stream(const struct node *n)
 {
     if (n->kind != N_FILE)
@@ -200,8 +214,10 @@ int tree_attr(struct node *n, struct stat *st)
         st->st_nlink = 2;
         break;
     case N_LINK: {
+        char *target = tree_link_target(n);
         st->st_mode = S_IFLNK | 0777;
-        st->st_size = 20;
+        st->st_size = target ? (off_t)strlen(target) : 0;
+        free(target);
         break;
     }
     case N_METRICS:

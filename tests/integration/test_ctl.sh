@@ -125,6 +125,15 @@ case_malformed_lines_fail_einval_and_quote() {
     ctl_fails "Invalid argument" "$SB" "stop now"
     assert_eq running "$(rd "$SB/status")" "status after a bad stop"
     assert_eq 0 "$(calls_since DeleteSandbox)" "DeleteSandbox after a bad stop"
+    # bytes the service cannot carry are refused whole, never cut or dropped: a NUL
+    # byte, and text that is not UTF-8
+    local n0
+    n0=$(nexecs "$SB")
+    must_fail "Invalid argument" "$IT_PY" -c 'import os,sys; fd=os.open(sys.argv[1], os.O_WRONLY); os.write(fd, b"exec echo a\0b\n")' "$SB/ctl"
+    assert_contains "$(rd "$SB/error")" "NUL" "error after a NUL byte"
+    must_fail "Invalid argument" "$IT_PY" -c 'import os,sys; fd=os.open(sys.argv[1], os.O_WRONLY); os.write(fd, b"exec echo caf\xe9\n")' "$SB/ctl"
+    assert_contains "$(rd "$SB/error")" "not UTF-8" "error after latin-1 text"
+    assert_eq "$n0" "$(nexecs "$SB")" "execs after refused bytes"
 }
 
 case_multi_line_write_runs_in_order() {

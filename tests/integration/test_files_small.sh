@@ -357,6 +357,35 @@ case_fsync_sends_once() {
     assert_eq "$(md5sum <"$IT_WORK/f100k" | cut -d' ' -f1)" "$(inside 'md5sum < /it/fsync/g | cut -d" " -f1')" "content after dd" || exit 1
 }
 
+# The kernel keeps no size of a regular file: a file a command grew right after a stat
+# reads whole at once (not cut at the size the stat saw).
+case_read_after_growth_within_a_second() {
+    must mkdir -p "$R/it/grow"
+    inside 'printf abc > /it/grow/f' >/dev/null || exit 1
+    assert_eq 3 "$(stat -c %s "$R/it/grow/f")" "size before"
+    inside 'printf abcdefgh > /it/grow/f' >/dev/null || exit 1
+    assert_eq abcdefgh "$(rd "$R/it/grow/f")" "content right after the command"
+    inside 'printf 12 >> /it/grow/f' >/dev/null || exit 1
+    assert_eq abcdefgh12 "$(rd "$R/it/grow/f")" "content after an append"
+}
+
+# Names that are not UTF-8 cannot travel to the service (paths and argv are strings):
+# making, reading or removing one fails with EILSEQ, and nothing else is run instead.
+case_names_not_utf8_fail_eilseq() {
+    must mkdir -p "$R/it/enc"
+    local bad
+    bad=$R/it/enc/$(printf 'caf\xe9')
+    must_fail "Invalid or incomplete multibyte" bash -c 'echo x > "$1"' _ "$bad"
+    must_fail "Invalid or incomplete multibyte" mkdir "$bad"
+    # one made inside by a command: listed, but not readable or removable through here
+    inside "printf y > /it/enc/\$(printf 'caf\\351')" >/dev/null || exit 1
+    assert_eq 1 "$(find "$R/it/enc" -mindepth 1 | wc -l)" "entries listed"
+    must_fail "Invalid or incomplete multibyte" cat "$bad"
+    # (not rm -f: coreutils counts EILSEQ as "no such file" there)
+    must_fail "Invalid or incomplete multibyte" rm "$bad"
+    assert_eq 1 "$(inside 'ls /it/enc | wc -l')" "the file is still there" || exit 1
+}
+
 case_rename_is_one_command() {
     must mkdir -p "$R/it/rename"
     must bash -c 'echo r > "$1/it/rename/f"' _ "$R"
@@ -387,4 +416,6 @@ it_case case_unsupported_fail_enotsup
 it_case case_errors_inside_root
 it_case case_fsync_sends_once
 it_case case_rename_is_one_command
+it_case case_read_after_growth_within_a_second
+it_case case_names_not_utf8_fail_eilseq
 it_done
