@@ -120,8 +120,6 @@ struct session {
     struct sandbox *by_name;
     uint64_t next_serial;
     struct timespec list_fetched; /* last ListSandboxes, CLOCK_MONOTONIC */
-    int list_inflight;
-    struct waitq list_waiters;
     uint64_t execs_started;
     uint64_t bytes_out, bytes_read, bytes_written;
 };

@@ -8,21 +8,29 @@
 #include <string.h>
 #include <time.h>
 #include <uthash.h>
+#include <utlist.h>
 
 #include "api.h"
 #include "log.h"
-#include "park.h"
 #include "pbjson.h"
 #include "sandbox.h"
 
 #define LIST_PAGE_SIZE 100
 #define LIST_MAX_PAGES 50
 
-struct list_ctx {
+/* Whoever waits for the listing in flight; one ListSandboxes serves them all. */
+struct list_cont {
+    struct list_cont *next;
     sandbox_ready_fn fn;
     void *ud;
+};
+
+struct list_ctx {
+    struct list_cont *conts;
     int pages;
 };
+
+static struct list_ctx *list_inflight; /* fs_lock */
 
 static int name_usable(const char *name, const char *id)
 {
@@ -80,11 +88,15 @@ static void on_listed(uint64_t call, const struct api_result *res, void *ud)
             return;
         }
     }
-    session.list_inflight = 0;
+    list_inflight = NULL;
     clock_gettime(CLOCK_MONOTONIC, &session.list_fetched);
-    lc->fn(NULL, res->err, lc->ud);
+    struct list_cont *c, *tmp;
+    LL_FOREACH_SAFE(lc->conts, c, tmp)
+    {
+        c->fn(NULL, res->err, c->ud);
+        free(c);
+    }
     free(lc);
-    park_wake(&session.list_waiters);
     pthread_mutex_unlock(&fs_lock);
     (void)call;
 }
@@ -124,13 +136,18 @@ void sandbox_list_refresh(sandbox_ready_fn fn, void *ud)
         fn(NULL, 0, ud);
         return;
     }
-    struct list_ctx *lc = calloc(1, sizeof(*lc));
-    if (!lc) {
+    struct list_cont *c = calloc(1, sizeof(*c));
+    struct list_ctx *lc = list_inflight ? list_inflight : calloc(1, sizeof(*lc));
+    if (!c || !lc) {
+        free(c);
         fn(NULL, -ENOMEM, ud);
         return;
     }
-    lc->fn = fn;
-    lc->ud = ud;
-    session.list_inflight = 1;
+    c->fn = fn;
+    c->ud = ud;
+    LL_APPEND(lc->conts, c);
+    if (list_inflight)
+        return; /* joins the listing in flight */
+    list_inflight = lc;
     list_page(lc, NULL);
 }

@@ -256,7 +256,9 @@ static void events_line(struct sandbox *sb)
 
 int sandbox_create_local(const char *name, struct sandbox **out)
 {
-    if (!*name || name[0] == '.' || strlen(name) > 200)
+    if (strlen(name) > 200)
+        return -ENAMETOOLONG;
+    if (!*name || name[0] == '.')
         return -EINVAL;
     if (sandbox_find(name))
         return -EEXIST;

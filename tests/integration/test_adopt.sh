@@ -74,8 +74,10 @@ case_two_mounts_at_once_share_sandboxes() {
     it_mount "$m2" "tags=$tag"
     mksb shared "$m1"
     ctl "$SB" start
-    # the second mount lists it within a few seconds (its listing is re-fetched)
-    wait_for 5 test -d "$m2/shared"
+    # an unknown name is not looked up remotely (mkdir costs no call); `ls` of the
+    # second mount lists the session again and shows it
+    assert_not_exists "$m2/shared"
+    wait_for 5 sh -c 'ls "$1" >/dev/null && test -d "$1/shared"' _ "$m2"
     assert_eq "$(rd "$m1/shared/id")" "$(rd "$m2/shared/id")" "the same sandbox in both mounts"
     ctl "$m2/shared" 'exec echo via-second'
     assert_file_eq "$m2/shared/stdout" $'via-second\n'
