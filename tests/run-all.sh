@@ -15,18 +15,24 @@ step "format and shell lint"
 clang-format --dry-run -Werror src/*.c include/*.h tests/unit/*.c
 shellcheck -S warning -x tests/*.sh tests/integration/*.sh examples/*.sh bench/*.sh .ci/run
 
+# The sanitizer build compiles while the unit and backend tests run (they mostly wait).
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCWSFS_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$(nproc)" >build-asan/build.log 2>&1 &
+asan_build=$!
+
 step "unit tests"
 ctest --test-dir build --output-on-failure
 
 step "local backend tests"
 (cd contrib/local-backend && npm test)
 
+step "AddressSanitizer + UBSan build (started above)"
+wait $asan_build || { cat build-asan/build.log; exit 1; }
+
 step "integration tests"
 CWSFS_BIN=$top/build/cwsfs tests/integration/run.sh
 
-step "AddressSanitizer + UBSan build"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCWSFS_SANITIZE=ON >/dev/null
-cmake --build build-asan -j"$(nproc)"
+step "AddressSanitizer + UBSan"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 ctest --test-dir build-asan --output-on-failure
