@@ -554,9 +554,13 @@ static void upload_finish(struct upload_ctx *uc, int err)
         f->failed = 0;
     }
     if (err) {
+        /* Keep the service's words (just put in `error` by the failed call) in front. */
+        const char *why = f->sb->error && strstr(f->sb->error, f->path) ? f->sb->error : NULL;
+        char *reason = why ? strdup(why) : NULL;
         f->failed = 1;
-        sandbox_fail(f->sb, -err, "%s: not saved in the sandbox; the data is kept in %s", f->path,
-                     f->spool_path);
+        sandbox_fail(f->sb, -err, "%s%s%s: not saved in the sandbox; the data is kept in %s",
+                     reason ? reason : "", reason ? "; " : "", f->path, f->spool_path);
+        free(reason);
     }
     rootfs_cache_invalidate_parent(f->sb, f->path);
     if (uc->fd >= 0)
