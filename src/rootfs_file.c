@@ -50,20 +50,27 @@ static struct rootfs_file *file_new(struct sandbox *sb, const char *path, int fl
     return f;
 }
 
-static void file_free(struct rootfs_file *f)
+/* What every way of ending an open file does: its spool goes unless it keeps unsent data. */
+static void file_destroy(struct rootfs_file *f)
 {
-    if (f->sb->dircache)
-        DL_DELETE(f->sb->dircache->open_files, f);
     for (size_t i = 0; f->pending_attrs[i]; i++)
         free(f->pending_attrs[i]);
     if (f->fd >= 0)
         close(f->fd);
     if (!f->failed && f->spool_path)
         unlink(f->spool_path);
-    sandbox_unref(f->sb);
     free(f->path);
     free(f->spool_path);
     free(f);
+}
+
+static void file_free(struct rootfs_file *f)
+{
+    struct sandbox *sb = f->sb;
+    if (sb->dircache)
+        DL_DELETE(sb->dircache->open_files, f);
+    file_destroy(f);
+    sandbox_unref(sb);
 }
 
 void rootfs_file_abandon(struct rootfs_file *f)
@@ -73,15 +80,7 @@ void rootfs_file_abandon(struct rootfs_file *f)
         log_warn("%s: %s was never sent to the sandbox; its data is kept in %s", f->sb->name,
                  f->path, f->spool_path);
     }
-    for (size_t i = 0; f->pending_attrs[i]; i++)
-        free(f->pending_attrs[i]);
-    if (f->fd >= 0)
-        close(f->fd);
-    if (!f->failed && f->spool_path)
-        unlink(f->spool_path);
-    free(f->path);
-    free(f->spool_path);
-    free(f);
+    file_destroy(f);
 }
 
 static int write_all(int fd, const char *data, size_t len, off_t off)
@@ -521,6 +520,7 @@ static void pending_applied(struct sandbox *sb, int err, int code, const char *o
                             const char *errtext, void *ud)
 {
     struct rootfs_file *f = ud;
+    f->uploading = 0; /* set while the attributes were applied: the file is sent now */
     if (!err && code != 0)
         err = sandbox_fail(sb, rootfs_errno_from_stderr(errtext), "%s: %s", f->path, errtext);
     for (size_t i = 0; f->pending_attrs[i]; i++) {

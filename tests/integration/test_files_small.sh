@@ -61,6 +61,7 @@ case_copy_trees_cp_r_cp_a_tar() {
     assert_eq 750 "$(inside 'stat -c %a /it/trees/a/f7')" "mode kept by cp -a" || exit 1
     assert_eq f1 "$(inside 'readlink /it/trees/a/link')" "symlink made by cp -a" || exit 1
     assert_eq "2001-02-03 04:05:06" "$(inside 'date -u -r /it/trees/a/f9 "+%Y-%m-%d %H:%M:%S"')" "mtime kept by cp -a" || exit 1
+    assert_eq "2001-02-03 04:05:06" "$(TZ=UTC date -r "$R/it/trees/a/f9" "+%Y-%m-%d %H:%M:%S")" "mtime kept by cp -a, seen through the mount" || exit 1
     assert_eq 750 "$(inside 'stat -c %a /it/trees/tree/f7')" "mode set by tar" || exit 1
     # and back out: cp -r of the tree from the sandbox equals the original
     must cp -r "$R/it/trees/a" "$IT_WORK/back"
