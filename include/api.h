@@ -83,6 +83,9 @@ void api_shutdown(void);
     2 /* may take minutes (file transfers, commands, stops): its deadline                          \
        * is API_SLOW_TIMEOUT_MS (or the mount's timeout if longer) */
 #define API_SLOW_TIMEOUT_MS 300000L
+#define API_ENDS_WITH_BODY                                                                         \
+    4 /* bidi: the server ends the call soon after the request body ends (an upload's `cat`),      \
+       * so a call left open that long after its body, silent, has stalled */
 
 /* Unary Connect call: POST {base}/coreweave.sandbox.v1.SandboxService/{rpc}. flags is
  * a set of API_*; CreateSandbox is always retried (its requestId makes that safe). */
@@ -91,9 +94,10 @@ uint64_t api_unary(const char *rpc, json_t *request, int flags, api_done_fn done
 uint64_t api_server_stream(const char *rpc, json_t *request, api_message_fn on_message,
                            api_done_fn done, void *ud);
 /* Bidirectional call (StreamExec). The body function is called until it returns 0;
- * with Debian 12's libcurl, responses only flow once it has (api_full_duplex() = 0). */
-uint64_t api_bidi(const char *rpc, api_body_fn body, api_message_fn on_message, api_done_fn done,
-                  void *ud);
+ * with Debian 12's libcurl, responses only flow once it has (api_full_duplex() = 0).
+ * flags: 0 or API_ENDS_WITH_BODY. */
+uint64_t api_bidi(const char *rpc, int flags, api_body_fn body, api_message_fn on_message,
+                  api_done_fn done, void *ud);
 /* Wake an upload paused by API_BODY_PAUSE. Any thread. */
 void api_resume_body(uint64_t call_id);
 /* Whether this libcurl delivers HTTP/2 response data while the request body is open. */

@@ -1,7 +1,8 @@
 /* transfer.h - one HTTP transfer of an API call (worker thread only): the call record
  * shared by the queue (api.c) and the transfer code (transfer.c), the connection
  * settings, building the request headers, starting a transfer and reading its result.
- * Internal to the API client: nothing outside api.c and transfer.c includes this. */
+ * Internal to the API client: nothing outside api.c, transfer.c and their unit tests
+ * includes this. */
 #ifndef CWSFS_TRANSFER_H
 #define CWSFS_TRANSFER_H
 
@@ -38,15 +39,17 @@ struct call {
     int start_err; /* the call could not be built: fail it at start */
     char *req;     /* request bytes: JSON (unary) or one envelope (stream) */
     size_t req_len;
-    CURL *easy;             /* NULL while queued or backing off */
-    int attempts;           /* transfers started */
-    int backoff;            /* waiting for a retry timer */
-    int paused;             /* upload paused by API_BODY_PAUSE */
-    uint64_t body_done_ms;  /* when the body callback returned 0 (monotonic ms), else 0 */
-    uint64_t body_moved_ms; /* when curl last took body bytes (or the attempt started) */
-    int answered;           /* response bytes arrived */
-    long status;            /* HTTP status, 0 until the first byte of the body */
-    char *resp;             /* unary body, or a stream's error body */
+    CURL *easy;               /* NULL while queued or backing off */
+    int attempts;             /* transfers started */
+    int backoff;              /* waiting for a retry timer */
+    int paused;               /* upload paused by API_BODY_PAUSE */
+    uint64_t body_done_ms;    /* when the body callback returned 0 (monotonic ms), else 0 */
+    uint64_t body_moved_ms;   /* when curl last took body bytes (or the attempt started) */
+    int answered;             /* response bytes arrived */
+    uint64_t answer_moved_ms; /* when response bytes last arrived */
+    int ends_with_body;       /* API_ENDS_WITH_BODY */
+    long status;              /* HTTP status, 0 until the first byte of the body */
+    char *resp;               /* unary body, or a stream's error body */
     size_t resp_len, resp_cap;
     struct connect_decoder dec;
     int ended;      /* end-of-stream envelope seen */
@@ -73,6 +76,13 @@ struct transfer_setup {
 int transfer_headers_build(struct transfer_setup *ts, const struct api_config *cfg);
 /* Wipe (they carry credentials) and free both header lists. */
 void transfer_headers_free(struct transfer_setup *ts);
+
+/* Whether c's request body has stalled for more than limit ms at now: NULL if not, else
+ * how, in words. A body stalls when curl takes no bytes of it (and its owner did not
+ * pause it); or when it was all sent but nothing came back (the server answers a
+ * StreamExec at once with `ready`); or, for API_ENDS_WITH_BODY calls, when the call
+ * stays open and silent after its body ended. */
+const char *transfer_body_stall(const struct call *c, uint64_t now, uint64_t limit);
 
 /* Monotonic milliseconds. */
 uint64_t transfer_now_ms(void);

@@ -287,26 +287,21 @@ static void apply_op(const struct op *op)
  * it may stop asking for body bytes although the server reads on, or keep the last
  * DATA frame buffered once the socket would block and stop watching the socket for
  * writing. Measured here: a 32 MiB StreamExec upload that never ended, a few times in
- * a hundred under load. So a body curl took nothing of for API_BODY_STALL_MS (not
- * paused by its owner), or a whole body with no answer for as long (the server
- * answers a StreamExec at once with `ready`), fails as unavailable, and the owner
- * decides whether to send it again (uploads do: they rewrite the whole file). */
+ * a hundred under load. So a call whose body stalls for API_BODY_STALL_MS fails as
+ * unavailable, and its owner decides whether to send it again (uploads do: they
+ * rewrite the whole file); transfer_body_stall says what a stall is. */
 static void fail_stalled_bodies(void)
 {
     uint64_t now = transfer_now_ms();
     struct call *c, *next;
 
     for (c = api.live; c; c = next) {
+        const char *stall = transfer_body_stall(c, now, API_BODY_STALL_MS);
         next = c->next;
-        if (c->kind != CALL_BIDI || !c->easy || c->paused || c->answered)
-            continue;
-        if (now - (c->body_done_ms ? c->body_done_ms : c->body_moved_ms) <=
-            (uint64_t)API_BODY_STALL_MS)
+        if (!stall)
             continue;
         log_warn("api: %s call %llu: the request body %s for %ld s; giving up on this try", c->rpc,
-                 (unsigned long long)c->id,
-                 c->body_done_ms ? "was sent but not answered" : "stopped moving",
-                 API_BODY_STALL_MS / 1000);
+                 (unsigned long long)c->id, stall, API_BODY_STALL_MS / 1000);
         call_fail(c, -EHOSTUNREACH, "unavailable",
                   "the request body stalled (an HTTP/2 upload stall of this libcurl)");
     }
@@ -675,13 +670,14 @@ uint64_t api_server_stream(const char *rpc, json_t *request, api_message_fn on_m
     return call_submit(c);
 }
 
-uint64_t api_bidi(const char *rpc, api_body_fn body, api_message_fn on_message, api_done_fn done,
-                  void *ud)
+uint64_t api_bidi(const char *rpc, int flags, api_body_fn body, api_message_fn on_message,
+                  api_done_fn done, void *ud)
 {
     struct call *c = call_new(CALL_BIDI, rpc, done, ud);
 
     if (!c)
         return 0;
+    c->ends_with_body = !!(flags & API_ENDS_WITH_BODY);
     c->on_message = on_message;
     c->body_fn = body;
     return call_submit(c);

@@ -167,7 +167,7 @@ int exec_start(struct sandbox *sb, char **argv, size_t argc, const char *cmdline
     session.execs_started++;
     clock_gettime(CLOCK_REALTIME, &sb->mtime);
     sandbox_ref(sb);
-    ex->call_id = api_bidi("StreamExec", exec_body, exec_on_message, exec_on_done, ex);
+    ex->call_id = api_bidi("StreamExec", 0, exec_body, exec_on_message, exec_on_done, ex);
     return 0;
 fail:
     exec_free(ex);

@@ -226,7 +226,7 @@ static void fetch_when_running(struct sandbox *sb, int err, void *ud)
         free(fc);
         return;
     }
-    api_bidi("StreamExec", fetch_body, fetch_message, fetch_done, fc);
+    api_bidi("StreamExec", 0, fetch_body, fetch_message, fetch_done, fc);
 }
 
 /* The service refused a ReadFile/WriteFile for its size: CWSANDBOX_FILE_TOO_LARGE, or a
@@ -726,7 +726,7 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
     }
     uc->stage = 1;
     uc->attempts++;
-    api_bidi("StreamExec", upload_body, upload_message, upload_stream_done, uc);
+    api_bidi("StreamExec", API_ENDS_WITH_BODY, upload_body, upload_message, upload_stream_done, uc);
 }
 
 static void upload_start(struct rootfs_file *f)

@@ -166,6 +166,36 @@ case_backend_killed_mid_call() {
     IT_LOG_ALLOW='.' it_unmount "$m" || fail "unmount after the backend died"
 }
 
+# A StreamExec upload whose body stops moving (the HTTP/2 upload stall of Debian 12's
+# libcurl) is given up after 20 s and sent again whole: cp ends and the file is whole.
+case_stalled_upload_is_sent_again() {
+    local d=$IT_WORK/stall m=$IT_WORK/mstall big=$IT_WORK/big33 i t0 ms pid
+    mkdir -p "$d"
+    node "$IT_DIR/stallproxy.js" "$IT_URL" "$d/addr" 1048576 2>"$d/log" &
+    pid=$!
+    for ((i = 0; i < 100; i++)); do
+        [ -s "$d/addr" ] && break
+        sleep 0.1
+    done
+    [ -s "$d/addr" ] || fail "stall proxy did not start: $(cat "$d/log")"
+    it_mount "$m" "" "$(cat "$d/addr")"
+    mksb stalled "$m"
+    ctl "$SB" start
+    head -c $((33 * 1024 * 1024)) /dev/urandom >"$big"
+    calls_mark
+    t0=$(now_ms)
+    must timeout "$(t 150)" cp "$big" "$SB/root/big33"
+    ms=$(($(now_ms) - t0))
+    grep -q 'stalled after' "$d/log" || fail "the proxy stalled no upload: $(cat "$d/log")"
+    grep -q 'stopped moving' "$IT_LAST_LOG" || fail "cwsfs did not log the stall"
+    assert_eq 2 "$(calls_since StreamExec)" "StreamExec calls: the stalled upload and its resend"
+    must cmp "$big" "$SB/root/big33"
+    it_figure "a 33 MiB upload stalled once by the server: sent again, cp took $ms ms"
+    ctl "$SB" "stop 0"
+    IT_LOG_ALLOW='stopped moving' it_unmount "$m" || fail "unmount"
+    kill "$pid"
+}
+
 case_garbage_server_at_startup_is_a_clear_error() {
     local mode m=$IT_WORK/mjunk
     for mode in junk raw hang; do
@@ -245,6 +275,7 @@ it_case case_huge_ctl_write_is_refused
 it_case case_huge_ctl_line_fails_the_write
 it_case case_service_errors_map_to_errno
 it_case case_backend_killed_mid_call
+it_case case_stalled_upload_is_sent_again
 it_case case_garbage_server_at_startup_is_a_clear_error
 it_case case_garbage_answers_after_mount
 it_done

@@ -756,7 +756,7 @@ static void test_streams_need_http2(void **state)
     waiter_init(&a);
     waiter_init(&b);
     assert_true(api_server_stream("StreamLogs", json_object(), on_message, on_done, &a) != 0);
-    assert_true(api_bidi("StreamExec", body_none, on_message, on_done, &b) != 0);
+    assert_true(api_bidi("StreamExec", 0, body_none, on_message, on_done, &b) != 0);
     waiter_wait(&a);
     waiter_wait(&b);
     assert_int_equal(a.err, -ENOSYS);
