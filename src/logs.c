@@ -1,7 +1,7 @@
 /* logs.c - a sandbox's `logs`: StreamLogs following the main process's output into the
  * sandbox's logs stream, started by the first stat or read. A stream that breaks while
- * the sandbox runs resumes where it stopped (logSessionId + nextLogOffset), a few
- * times, a second apart. */
+ * the sandbox runs resumes where it stopped (logSessionId + nextLogOffset), a second
+ * later; LOGS_MAX_RESUMES breaks in a row with no output between them end it. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +23,7 @@ static int on_log_entry(uint64_t call, json_t *msg, void *ud)
         if (stream_append(&sb->logs, data, len) < 0)
             sandbox_fail(sb, EIO, "logs: output lost: the spool is full");
         session.bytes_out += len;
+        sb->logs_retries = 0; /* a job that runs for days may see many breaks */
     }
     free(data);
     const char *sess = pbjson_get_string(msg, "logSessionId", NULL);
@@ -63,7 +64,9 @@ static void on_logs_done(uint64_t call, const struct api_result *res, void *ud)
         /* The main process ended: its state changed too. */
         if (res->err == 0)
             sandbox_refresh(sb);
-    } else if (!sandbox_is_terminal(sb->state) && sb->logs_retries++ < LOGS_MAX_RESUMES) {
+    } else if (sb->state != SB_TERMINATING && sb->state != SB_TERMINATED &&
+               sb->logs_retries++ < LOGS_MAX_RESUMES) {
+        /* Also after the main process ended: the rest of its output is still there. */
         log_warn("%s: logs stream broke (%s), resuming", sb->name, res->error.code);
         sandbox_ref(sb);
         api_schedule(1000, logs_resume, sb);

@@ -245,6 +245,22 @@ sigint_ends() {
     return 0
 }
 
+# it_fault_proxy DIR MODE ARG: faultproxy.js (MODE stall-upload BYTES or cut-logs TIMES)
+# in front of the backend; its URL in FAULT_URL, its pid in FAULT_PID, its log DIR/log.
+# shellcheck disable=SC2034 # FAULT_URL and FAULT_PID are for the test files
+it_fault_proxy() {
+    local d=$1 i
+    mkdir -p "$d"
+    node "$IT_DIR/faultproxy.js" "$IT_URL" "$d/addr" "$2" "$3" 2>"$d/log" &
+    FAULT_PID=$!
+    for ((i = 0; i < 100; i++)); do
+        [ -s "$d/addr" ] && break
+        sleep 0.1
+    done
+    [ -s "$d/addr" ] || fail "fault proxy $2 did not start: $(cat "$d/log")"
+    FAULT_URL=$(cat "$d/addr")
+}
+
 # ------------------------------------------------------------------ call counts
 
 # calls_of RPC [URL]: the backend's count of RPC calls.

@@ -169,16 +169,9 @@ case_backend_killed_mid_call() {
 # A StreamExec upload whose body stops moving (the HTTP/2 upload stall of Debian 12's
 # libcurl) is given up after 20 s and sent again whole: cp ends and the file is whole.
 case_stalled_upload_is_sent_again() {
-    local d=$IT_WORK/stall m=$IT_WORK/mstall big=$IT_WORK/big33 i t0 ms pid
-    mkdir -p "$d"
-    node "$IT_DIR/stallproxy.js" "$IT_URL" "$d/addr" 1048576 2>"$d/log" &
-    pid=$!
-    for ((i = 0; i < 100; i++)); do
-        [ -s "$d/addr" ] && break
-        sleep 0.1
-    done
-    [ -s "$d/addr" ] || fail "stall proxy did not start: $(cat "$d/log")"
-    it_mount "$m" "" "$(cat "$d/addr")"
+    local d=$IT_WORK/stall m=$IT_WORK/mstall big=$IT_WORK/big33 t0 ms
+    it_fault_proxy "$d" stall-upload 1048576
+    it_mount "$m" "" "$FAULT_URL"
     mksb stalled "$m"
     ctl "$SB" start
     head -c $((33 * 1024 * 1024)) /dev/urandom >"$big"
@@ -193,7 +186,7 @@ case_stalled_upload_is_sent_again() {
     it_figure "a 33 MiB upload stalled once by the server: sent again, cp took $ms ms"
     ctl "$SB" "stop 0"
     IT_LOG_ALLOW='stopped moving' it_unmount "$m" || fail "unmount"
-    kill "$pid"
+    kill "$FAULT_PID"
 }
 
 case_garbage_server_at_startup_is_a_clear_error() {

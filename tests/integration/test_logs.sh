@@ -126,10 +126,28 @@ case_stream_size_and_mtime_follow_output() {
     assert_ne "$m1" "$m2" "mtime after new output"
 }
 
+# A StreamLogs stream that breaks resumes where it stopped (logSessionId and offset):
+# cut eight times while the main command prints, `logs` still holds every line once,
+# in order (more breaks than the five in a row allowed, each after some output).
+case_logs_resume_after_breaks() {
+    local d=$IT_WORK/cut m=$IT_WORK/mcut want
+    it_fault_proxy "$d" cut-logs 8
+    it_mount "$m" "" "$FAULT_URL"
+    mksb resumed "$m"
+    ctl "$SB" 'command for i in $(seq 1 40); do echo line $i; sleep 0.25; done' start
+    want=$(seq 1 40 | sed 's/^/line /')
+    assert_eq "$want" "$(timeout "$(t 60)" cat "$SB/logs")" "logs through 8 breaks" || exit 1
+    assert_eq 8 "$(grep -c ': cut ' "$d/log")" "breaks the proxy made"
+    assert_eq "" "$(rd "$SB/error")" "error after the breaks"
+    IT_LOG_ALLOW='logs stream broke' it_unmount "$m" || fail "unmount"
+    kill "$FAULT_PID"
+}
+
 it_case case_logs_of_main_command
 it_case case_logs_stream_before_end
 it_case case_tail_f_logs
 it_case case_tail_f_exec_stdout
 it_case case_tail_f_before_any_output
 it_case case_stream_size_and_mtime_follow_output
+it_case case_logs_resume_after_breaks
 it_done
