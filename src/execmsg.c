@@ -21,7 +21,10 @@ int execmsg_parse(const json_t *msg, struct execmsg *m)
     memset(m, 0, sizeof(*m));
     if ((v = json_object_get(msg, "output")) && json_is_object(v)) {
         int which = 0;
-        if (pbjson_get_enum(v, "stream", stream_names, 3, &which) < 0 ||
+        /* A stream name from a newer service counts as stdout, as an unknown number does
+         * (proto3 enums are open): its output is kept, not refused. */
+        if ((pbjson_get_enum(v, "stream", stream_names, 3, &which) < 0 &&
+             !json_is_string(json_object_get(v, "stream"))) ||
             pbjson_get_bytes(v, "data", &m->data, &m->len) < 0)
             return -EINVAL;
         m->kind = EXECMSG_OUTPUT;
