@@ -245,20 +245,27 @@ sigint_ends() {
     return 0
 }
 
+# it_address FILE WHAT LOG: the URL a server started in the background writes to FILE,
+# waited for up to 30 s; fails the case (with the tail of LOG) if it never comes.
+it_address() {
+    local i
+    for ((i = 0; i < 300; i++)); do
+        [ -s "$1" ] && break
+        sleep 0.1
+    done
+    [ -s "$1" ] || fail "$2 did not start: $(tail -5 "$3" 2>/dev/null)"
+    cat "$1"
+}
+
 # it_fault_proxy DIR MODE ARG: faultproxy.js (MODE stall-upload BYTES or cut-logs TIMES)
 # in front of the backend; its URL in FAULT_URL, its pid in FAULT_PID, its log DIR/log.
 # shellcheck disable=SC2034 # FAULT_URL and FAULT_PID are for the test files
 it_fault_proxy() {
-    local d=$1 i
+    local d=$1
     mkdir -p "$d"
     node "$IT_DIR/faultproxy.js" "$IT_URL" "$d/addr" "$2" "$3" 2>"$d/log" &
     FAULT_PID=$!
-    for ((i = 0; i < 100; i++)); do
-        [ -s "$d/addr" ] && break
-        sleep 0.1
-    done
-    [ -s "$d/addr" ] || fail "fault proxy $2 did not start: $(cat "$d/log")"
-    FAULT_URL=$(cat "$d/addr")
+    FAULT_URL=$(it_address "$d/addr" "fault proxy $2" "$d/log") || exit 1
 }
 
 # ------------------------------------------------------------------ call counts

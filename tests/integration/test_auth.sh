@@ -81,15 +81,10 @@ case_wandb_netrc() {
 
 # The headers each flavour sends (a recording server on loopback; HTTP/1.1).
 case_flavour_headers() {
-    local d=$IT_WORK/rec i h
+    local d=$IT_WORK/rec h url
     mkdir -p "$d"
     "$IT_PY" "$IT_DIR/fakesrv.py" record "$d/addr" 2>"$d/log" &
-    for ((i = 0; i < 100; i++)); do
-        [ -s "$d/addr" ] && break
-        sleep 0.1
-    done
-    local url
-    url=$(cat "$d/addr")
+    url=$(it_address "$d/addr" "recording server" "$d/log") || exit 1
     export CWSANDBOX_BASE_URL=$url CWSANDBOX_API_KEY=$KEY
     it_mount "$IT_WORK/m-rec1" "http1" none
     it_unmount "$IT_WORK/m-rec1" || fail "unmount"

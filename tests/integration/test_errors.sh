@@ -14,30 +14,19 @@ no_crash_in_log() {
 
 # start_backend2 DIR: a second local backend this case may kill; URL in B2_URL, pid B2_PID.
 start_backend2() {
-    local d=$1 i
+    local d=$1
     mkdir -p "$d"
     node "$IT_BACKEND/server.js" --listen 127.0.0.1:0 --state-dir "$d/state" \
         --address-file "$d/addr" --quiet >/dev/null 2>"$d/log" &
     B2_PID=$!
-    for ((i = 0; i < 300; i++)); do
-        [ -s "$d/addr" ] && break
-        sleep 0.1
-    done
-    [ -s "$d/addr" ] || fail "second backend did not start: $(tail -5 "$d/log")"
-    B2_URL=$(cat "$d/addr")
+    B2_URL=$(it_address "$d/addr" "second backend" "$d/log") || exit 1
 }
 
 # start_fake MODE DIR: fakesrv.py; URL in FAKE_URL.
 start_fake() {
-    local i
     mkdir -p "$2"
     "$IT_PY" "$IT_DIR/fakesrv.py" "$1" "$2/addr" 2>"$2/log" &
-    for ((i = 0; i < 100; i++)); do
-        [ -s "$2/addr" ] && break
-        sleep 0.1
-    done
-    [ -s "$2/addr" ] || fail "fake server $1 did not start: $(cat "$2/log")"
-    FAKE_URL=$(cat "$2/addr")
+    FAKE_URL=$(it_address "$2/addr" "fake server $1" "$2/log") || exit 1
 }
 
 case_unknown_paths_enoent() {
@@ -234,15 +223,11 @@ case_garbage_answers_after_mount() {
 # Transient failures: a create whose answer is lost is retried with the same requestId
 # (so the service makes one sandbox, not two); a failed GetSandbox poll is retried.
 case_retries_with_the_same_request_id() {
-    local d=$IT_WORK/flaky m=$IT_WORK/mflaky tag=$IT_TAG-flaky i ids n
+    local d=$IT_WORK/flaky m=$IT_WORK/mflaky tag=$IT_TAG-flaky ids n url
     mkdir -p "$d"
     FAKESRV_UPSTREAM=$IT_URL "$IT_PY" "$IT_DIR/fakesrv.py" flaky "$d/addr" 2>"$d/log" &
-    for ((i = 0; i < 100; i++)); do
-        [ -s "$d/addr" ] && break
-        sleep 0.1
-    done
-    [ -s "$d/addr" ] || fail "proxy did not start"
-    it_mount "$m" "http1,tags=$tag" "$(cat "$d/addr")"
+    url=$(it_address "$d/addr" "flaky proxy" "$d/log") || exit 1
+    it_mount "$m" "http1,tags=$tag" "$url"
     mksb retried "$m"
     calls_mark
     ctl "$SB" start
