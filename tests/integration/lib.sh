@@ -388,6 +388,7 @@ it_mount_try() {
     $CWSFS_WRAPPER "$CWSFS_BIN" "$mnt" -f ${o:+-o "$o"} >"$log.out" 2>"$log" </dev/null &
     pid=$!
     IT_MOUNT_PID[$mnt]=$pid
+    echo "$pid $mnt" >>"$IT_WORK/mounts" # for _it_unmount_leftovers
     IT_MOUNT_LOG[$mnt]=$log
     IT_LAST_LOG=$log
     for ((i = 0; i < 200 * IT_SCALE; i++)); do
@@ -491,6 +492,7 @@ _it_cleanup() {
         kill -KILL "$p" 2>/dev/null
         it_check_log "${IT_MOUNT_LOG[$m]}" >/dev/null || { it_check_log "${IT_MOUNT_LOG[$m]}"; rc=1; }
     done
+    _it_unmount_leftovers
     it_backend_stop
     # Whatever the cases left running (readers, fake servers).
     for p in $(ps -o pid= --ppid $$ 2>/dev/null); do
@@ -527,6 +529,19 @@ it_start() {
 # watchdog (default 120 s, scaled); print ok/FAIL with the time it took. Whatever the
 # case leaves running in its group is killed after it; mounts it made and did not
 # unmount are lazily unmounted and their daemons killed.
+# Mounts a case made and could not unmount itself (the watchdog kills a case with
+# SIGKILL, so its EXIT trap never runs): unmounted by the test file's shell.
+_it_unmount_leftovers() {
+    local pid m
+    [ -f "$IT_WORK/mounts" ] || return 0
+    while read -r pid m; do
+        # /proc/mounts, not mountpoint(1): a mount whose daemon was killed fails stat
+        [ "$m" != "$MNT" ] && awk -v m="$m" '$2 == m { f = 1 } END { exit !f }' /proc/self/mounts ||
+            continue
+        timeout 10 fusermount3 -uz "$m" 2>/dev/null
+        kill -KILL "$pid" 2>/dev/null
+    done <"$IT_WORK/mounts"
+}
 _it_case_exit() {
     local m rc=$?
     for m in "${!IT_MOUNT_PID[@]}"; do
@@ -565,6 +580,7 @@ it_case() {
     [ -n "$wd_kids" ] && kill -KILL $wd_kids 2>/dev/null
     wait "$wd" 2>/dev/null
     kill -KILL -- "-$pid" 2>/dev/null
+    [ $rc -eq 0 ] || _it_unmount_leftovers
     ms=$(($(now_ms) - t0))
     if [ $rc -eq 0 ]; then
         printf 'ok   %-40s %d.%03ds\n' "$fn" $((ms / 1000)) $((ms % 1000))
