@@ -77,7 +77,8 @@ void api_shutdown(void);
  * nothing started (the API is not running, or out of memory): no callback will come and
  * the request has been released. rpc must match [A-Za-z0-9_]+ (else done gets -EINVAL). */
 
-/* Flags of a unary call. */
+/* Flags of a call: API_IDEMPOTENT and API_SLOW for unary calls, API_ENDS_WITH_BODY
+ * for bidi ones. */
 #define API_IDEMPOTENT 1 /* may be retried after a transient failure */
 #define API_SLOW                                                                                   \
     2 /* may take minutes (file transfers, commands, stops): its deadline                          \

@@ -13,11 +13,12 @@
 #include "ctl.h"
 #include "sandbox.h"
 
-/* Parse lines (each NUL-terminated in the array) and queue them. On a parse error,
- * nothing runs: the request is answered EINVAL and the reason goes to `error`.
+/* Parse lines (lens[i] bytes each, NUL-terminated after them; a NUL inside fails the
+ * parse) and queue them. On a parse error, nothing runs: the request is answered
+ * EINVAL and the reason goes to `error`.
  * reply_size >= 0 answers with fuse_reply_write(reply_size), -1 with fuse_reply_err(0).
  * req may be NULL (nothing to answer: failures only reach `error`). */
-void control_submit(struct sandbox *sb, fuse_req_t req, char **lines, size_t nlines,
-                    long reply_size);
+void control_submit(struct sandbox *sb, fuse_req_t req, char **lines, const size_t *lens,
+                    size_t nlines, long reply_size);
 
 #endif

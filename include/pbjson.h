@@ -34,6 +34,10 @@ int pbjson_get_bytes(const json_t *obj, const char *key, char **out, size_t *len
  * overlong forms, no surrogates, nothing above U+10FFFF. A name that is not cannot be
  * sent to the service at all (paths, argv, spec values are strings). */
 int pbjson_utf8_valid(const char *s, size_t len);
+/* A JSON array of the NULL-terminated strs (a command's argv). NULL, with *bad the
+ * index of the culprit, when one is not UTF-8 (or memory ran out): an argument is
+ * never dropped, since what ran would be another command. */
+json_t *pbjson_string_array(const char *const *strs, size_t *bad);
 
 /* A JSON string holding base64 of data (new reference, NULL on ENOMEM). */
 json_t *pbjson_bytes(const void *data, size_t len);

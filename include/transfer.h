@@ -45,8 +45,7 @@ struct call {
     int paused;               /* upload paused by API_BODY_PAUSE */
     uint64_t body_done_ms;    /* when the body callback returned 0 (monotonic ms), else 0 */
     uint64_t body_moved_ms;   /* when curl last took body bytes (or the attempt started) */
-    int answered;             /* response bytes arrived */
-    uint64_t answer_moved_ms; /* when response bytes last arrived */
+    uint64_t answer_moved_ms; /* when response bytes last arrived, else 0 */
     int ends_with_body;       /* API_ENDS_WITH_BODY */
     long status;              /* HTTP status, 0 until the first byte of the body */
     char *resp;               /* unary body, or a stream's error body */

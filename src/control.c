@@ -232,8 +232,8 @@ static void job_interrupted(struct waiter *w)
     }
 }
 
-void control_submit(struct sandbox *sb, fuse_req_t req, char **lines, size_t nlines,
-                    long reply_size)
+void control_submit(struct sandbox *sb, fuse_req_t req, char **lines, const size_t *lens,
+                    size_t nlines, long reply_size)
 {
     struct ctl_job *job = calloc(1, sizeof(*job));
     if (job) {
@@ -255,7 +255,7 @@ void control_submit(struct sandbox *sb, fuse_req_t req, char **lines, size_t nli
     job->w.req = req;
     for (size_t i = 0; i < nlines; i++) {
         char err[512];
-        int rc = ctl_parse(lines[i], strlen(lines[i]), &job->cmds[job->n], err, sizeof(err));
+        int rc = ctl_parse(lines[i], lens[i], &job->cmds[job->n], err, sizeof(err));
         if (rc < 0) {
             sandbox_fail(sb, EINVAL, "%s", err);
             if (!req)

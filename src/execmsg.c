@@ -59,15 +59,10 @@ static int envelope(json_t *msg, char **out, size_t *len)
 
 int execmsg_init(const char *sandbox_id, const char *const *argv, char **out, size_t *len)
 {
-    json_t *cmd = json_array();
-    for (size_t i = 0; argv[i]; i++) {
-        json_t *arg = json_string(argv[i]);
-        if (!arg) { /* not UTF-8: dropping it would run another command */
-            json_decref(cmd);
-            return -EILSEQ;
-        }
-        json_array_append_new(cmd, arg);
-    }
+    size_t bad;
+    json_t *cmd = pbjson_string_array(argv, &bad);
+    if (!cmd)
+        return -EILSEQ;
     return envelope(json_pack("{s:{s:s, s:o}}", "init", "sandboxId", sandbox_id, "command", cmd),
                     out, len);
 }

@@ -595,21 +595,28 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 struct line_batch {
     char **lines;
+    size_t *lens; /* a line may hold a NUL byte, which the parser refuses */
     size_t n;
 };
 
 static int collect_line(const char *line, size_t len, void *ud)
 {
     struct line_batch *lb = ud;
-    if (memchr(line, 0, len))
-        return -EILSEQ; /* lines travel as C strings from here on */
-    char **grown = realloc(lb->lines, (lb->n + 1) * sizeof(char *));
-    if (!grown)
+    char **lines = realloc(lb->lines, (lb->n + 1) * sizeof(*lines));
+    if (!lines)
         return -ENOMEM;
-    lb->lines = grown;
-    if (!(lb->lines[lb->n] = strndup(line, len)))
+    lb->lines = lines;
+    size_t *lens = realloc(lb->lens, (lb->n + 1) * sizeof(*lens));
+    if (!lens)
         return -ENOMEM;
-    lb->n++;
+    lb->lens = lens;
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, line, len);
+    copy[len] = '\0';
+    lb->lines[lb->n] = copy;
+    lb->lens[lb->n++] = len;
     return 0;
 }
 
@@ -618,6 +625,7 @@ static void batch_free(struct line_batch *lb)
     for (size_t i = 0; i < lb->n; i++)
         free(lb->lines[i]);
     free(lb->lines);
+    free(lb->lens);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -639,15 +647,12 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
             sandbox_fail(n->sb, EINVAL, "ctl: a line longer than %u bytes was refused",
                          CTL_MAX_LINE);
             fuse_reply_err(req, EINVAL);
-        } else if (rc == -EILSEQ) {
-            sandbox_fail(n->sb, EINVAL, "ctl: a line with a NUL byte was refused");
-            fuse_reply_err(req, EINVAL);
         } else if (rc < 0) {
             fuse_reply_err(req, -rc);
         } else if (lb.n == 0) {
             fuse_reply_write(req, size);
         } else {
-            control_submit(n->sb, req, lb.lines, lb.n, (long)size);
+            control_submit(n->sb, req, lb.lines, lb.lens, lb.n, (long)size);
         }
         batch_free(&lb);
     }
@@ -694,7 +699,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         struct line_batch lb = {0};
         if (n && n->kind == N_FILE && n->file == P_CTL && !tree_gone(n->sb) &&
             ctl_lines_finish(&h->lines, collect_line, &lb) == 0 && lb.n)
-            control_submit(n->sb, NULL, lb.lines, lb.n, -1);
+            control_submit(n->sb, NULL, lb.lines, lb.lens, lb.n, -1);
         batch_free(&lb);
         handle_free(h);
     }

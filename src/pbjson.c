@@ -370,31 +370,22 @@ void pbjson_format_timestamp(const struct timespec *ts, char *buf, size_t size)
 
 int pbjson_utf8_valid(const char *s, size_t len)
 {
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    while (p < end) {
-        unsigned c = *p++;
-        size_t more;
-        uint32_t cp;
-        if (c < 0x80)
-            continue;
-        if (c >= 0xc2 && c <= 0xdf)
-            more = 1, cp = c & 0x1f;
-        else if (c >= 0xe0 && c <= 0xef)
-            more = 2, cp = c & 0x0f;
-        else if (c >= 0xf0 && c <= 0xf4)
-            more = 3, cp = c & 0x07;
-        else
-            return 0; /* a continuation byte first, 0xc0/0xc1 (overlong), or > 0xf4 */
-        if ((size_t)(end - p) < more)
-            return 0;
-        for (size_t k = 0; k < more; k++, p++) {
-            if ((*p & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (*p & 0x3f);
+    /* jansson encodes every string we send, and it refuses what is not UTF-8: ask it. */
+    json_t *j = json_stringn(s, len);
+    json_decref(j);
+    return j != NULL;
+}
+
+json_t *pbjson_string_array(const char *const *strs, size_t *bad)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && strs[i]; i++) {
+        json_t *s = json_string(strs[i]);
+        if (!s || json_array_append_new(arr, s) < 0) {
+            json_decref(arr);
+            *bad = i;
+            return NULL;
         }
-        if ((more == 2 && cp < 0x800) || (more == 3 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
     }
-    return 1;
+    return arr;
 }

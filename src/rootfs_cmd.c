@@ -146,17 +146,12 @@ static void run_cmd(struct sandbox *sb, const char *const *argv, int flags, root
         fn(sb, -ENOMEM, -1, "", 0, "", ud);
         return;
     }
-    cc->argv = json_array();
-    for (size_t i = 0; argv[i]; i++) {
-        json_t *arg = json_string(argv[i]);
-        if (!arg) { /* not UTF-8: dropping it would run another command (rm -f --) */
-            json_decref(cc->argv);
-            free(cc);
-            fn(sb, sandbox_fail(sb, EILSEQ, "%s: not UTF-8; the service takes text only", argv[i]),
-               -1, "", 0, "", ud);
-            return;
-        }
-        json_array_append_new(cc->argv, arg);
+    size_t bad;
+    if (!(cc->argv = pbjson_string_array(argv, &bad))) {
+        free(cc);
+        fn(sb, sandbox_fail(sb, EILSEQ, "%s: not UTF-8; the service takes text only", argv[bad]),
+           -1, "", 0, "", ud);
+        return;
     }
     cc->sb = sb;
     cc->fn = fn;

@@ -545,7 +545,9 @@ static void apply_pending_attrs(struct rootfs_file *f)
     rootfs_run_cmd(f->sb, argv, pending_applied, f);
 }
 
-static void upload_finish(struct upload_ctx *uc, int err)
+/* err: how the send ended; said: `error` already holds that failure in the service's
+ * (or the command's) words, which stay in front of where the data is kept. */
+static void upload_finish(struct upload_ctx *uc, int err, int said)
 {
     struct rootfs_file *f = uc->f;
     f->uploading = 0;
@@ -554,9 +556,7 @@ static void upload_finish(struct upload_ctx *uc, int err)
         f->failed = 0;
     }
     if (err) {
-        /* Keep the service's words (just put in `error` by the failed call) in front. */
-        const char *why = f->sb->error && strstr(f->sb->error, f->path) ? f->sb->error : NULL;
-        char *reason = why ? strdup(why) : NULL;
+        char *reason = said && f->sb->error ? strdup(f->sb->error) : NULL;
         f->failed = 1;
         sandbox_fail(f->sb, -err, "%s%s%s: not saved in the sandbox; the data is kept in %s",
                      reason ? reason : "", reason ? "; " : "", f->path, f->spool_path);
@@ -596,7 +596,7 @@ static void on_written(uint64_t call, const struct api_result *res, void *ud)
     if (res->err)
         sandbox_fail(uc->f->sb, -res->err, "write %s: WriteFile: %s: %s", uc->f->path,
                      res->error.code, res->error.message ? res->error.message : "");
-    upload_finish(uc, res->err);
+    upload_finish(uc, res->err, 1);
     pthread_mutex_unlock(&fs_lock);
     (void)call;
 }
@@ -663,14 +663,6 @@ static void upload_stream_done(uint64_t call, const struct api_result *res, void
          * got stuck (api.c) or whose connection broke can simply be repeated. */
         log_warn("%s: %s: sending again (%s)", uc->f->sb->name, uc->f->path,
                  res->error.message ? res->error.message : res->error.code);
-        close(uc->fd);
-        uc->fd = -1;
-        free(uc->pending);
-        uc->pending = NULL;
-        uc->pending_len = uc->pending_pos = 0;
-        uc->off = 0;
-        free(uc->out.errtext);
-        memset(&uc->out, 0, sizeof(uc->out));
         upload_when_running(uc->f->sb, 0, uc);
         pthread_mutex_unlock(&fs_lock);
         return;
@@ -682,9 +674,24 @@ static void upload_stream_done(uint64_t call, const struct api_result *res, void
         err = outcome_check(&uc->out, uc->f->sb, "write", uc->f->path);
     if (!err)
         session.bytes_written += (uint64_t)uc->size;
-    upload_finish(uc, err);
+    upload_finish(uc, err, 1);
     pthread_mutex_unlock(&fs_lock);
     (void)call;
+}
+
+/* Every StreamExec try sends the whole content from its start (`cat >` rewrites the
+ * file): nothing of an earlier try is kept. */
+static void upload_stream_reset(struct upload_ctx *uc)
+{
+    if (uc->fd >= 0)
+        close(uc->fd);
+    uc->fd = -1;
+    free(uc->pending);
+    uc->pending = NULL;
+    uc->pending_len = uc->pending_pos = 0;
+    uc->off = 0;
+    free(uc->out.errtext);
+    memset(&uc->out, 0, sizeof(uc->out));
 }
 
 static void upload_when_running(struct sandbox *sb, int err, void *ud)
@@ -695,7 +702,7 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
     if (!err && fstat(f->fd, &st) < 0)
         err = -errno;
     if (err) {
-        upload_finish(uc, err);
+        upload_finish(uc, err, 0);
         return;
     }
     uc->size = st.st_size;
@@ -705,7 +712,7 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
         ssize_t got = data ? pread(f->fd, data, (size_t)st.st_size, 0) : -1;
         if (got != st.st_size) {
             free(data);
-            upload_finish(uc, -EIO);
+            upload_finish(uc, -EIO, 0);
             return;
         }
         json_t *req = json_pack("{s:s, s:s, s:o}", "sandboxId", sb->id, "path", f->path, "content",
@@ -719,9 +726,10 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
     /* Above the cap: stdin of a command that writes its input to the path ($1, never
      * pasted into the script). */
     const char *argv[] = {"sh", "-c", "cat > \"$1\"", "sh", f->path, NULL};
+    upload_stream_reset(uc);
     uc->fd = dup(f->fd);
     if (uc->fd < 0 || execmsg_init(sb->id, argv, &uc->pending, &uc->pending_len) < 0) {
-        upload_finish(uc, -EIO);
+        upload_finish(uc, -EIO, 0);
         return;
     }
     uc->stage = 1;

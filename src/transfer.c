@@ -129,7 +129,6 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
     size_t n = size * nmemb;
     int rc;
 
-    c->answered = 1;
     c->answer_moved_ms = transfer_now_ms();
     if (c->local_err && !c->server_err)
         return 0;
@@ -185,7 +184,7 @@ const char *transfer_body_stall(const struct call *c, uint64_t now, uint64_t lim
         return NULL;
     if (!c->body_done_ms)
         return now - c->body_moved_ms > limit ? "stopped moving" : NULL;
-    if (!c->answered)
+    if (!c->answer_moved_ms)
         return now - c->body_done_ms > limit ? "was sent but not answered" : NULL;
     if (c->ends_with_body && !c->ended) {
         uint64_t last = c->answer_moved_ms > c->body_done_ms ? c->answer_moved_ms : c->body_done_ms;
@@ -219,7 +218,7 @@ int transfer_start(struct call *c, const struct transfer_setup *ts, CURLM *multi
     c->resp = NULL;
     c->resp_len = c->resp_cap = 0;
     c->status = 0;
-    c->ended = c->local_err = c->server_err = c->paused = c->answered = 0;
+    c->ended = c->local_err = c->server_err = c->paused = 0;
     c->body_done_ms = c->answer_moved_ms = 0;
     c->body_moved_ms = transfer_now_ms();
     c->errbuf[0] = '\0';

@@ -525,10 +525,6 @@ it_start() {
     it_log "backend $IT_URL, mount $MNT, tag $IT_TAG, binary $CWSFS_BIN${CWSFS_WRAPPER:+ under $CWSFS_WRAPPER}"
 }
 
-# it_case FUNC [TIMEOUT]: run FUNC in a subshell, in its own process group, under a
-# watchdog (default 120 s, scaled); print ok/FAIL with the time it took. Whatever the
-# case leaves running in its group is killed after it; mounts it made and did not
-# unmount are lazily unmounted and their daemons killed.
 # Mounts a case made and could not unmount itself (the watchdog kills a case with
 # SIGKILL, so its EXIT trap never runs): unmounted by the test file's shell.
 _it_unmount_leftovers() {
@@ -542,6 +538,11 @@ _it_unmount_leftovers() {
         kill -KILL "$pid" 2>/dev/null
     done <"$IT_WORK/mounts"
 }
+
+# it_case FUNC [TIMEOUT]: run FUNC in a subshell, in its own process group, under a
+# watchdog (default 120 s, scaled); print ok/FAIL with the time it took. Whatever the
+# case leaves running in its group is killed after it; mounts it made and did not
+# unmount are lazily unmounted and their daemons killed.
 _it_case_exit() {
     local m rc=$?
     for m in "${!IT_MOUNT_PID[@]}"; do

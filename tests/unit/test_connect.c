@@ -741,6 +741,16 @@ static void test_code_errno(void **state)
     }
 }
 
+/* An error as the codec leaves it: a code and an ErrorInfo reason (or none). */
+static struct connect_error error_of(const char *code, const char *reason)
+{
+    struct connect_error err = {0};
+
+    connect_error_set(&err, code, NULL);
+    err.reason = reason ? strdup(reason) : NULL;
+    return err;
+}
+
 static void test_error_errno(void **state)
 {
     static const struct {
@@ -773,10 +783,8 @@ static void test_error_errno(void **state)
 
     (void)state;
     for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        struct connect_error err = {0};
+        struct connect_error err = error_of(rows[i].code, rows[i].reason);
 
-        connect_error_set(&err, rows[i].code, NULL);
-        err.reason = rows[i].reason ? strdup(rows[i].reason) : NULL;
         assert_int_equal(connect_error_errno(&err), rows[i].errnum);
         connect_error_clear(&err);
     }
@@ -806,10 +814,8 @@ static void test_error_retryable(void **state)
 
     (void)state;
     for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        struct connect_error err = {0};
+        struct connect_error err = error_of(rows[i].code, rows[i].reason);
 
-        connect_error_set(&err, rows[i].code, NULL);
-        err.reason = rows[i].reason ? strdup(rows[i].reason) : NULL;
         assert_int_equal(connect_error_retryable(&err), rows[i].retry);
         connect_error_clear(&err);
     }

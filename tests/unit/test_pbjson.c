@@ -490,6 +490,23 @@ static void test_utf8_valid(void **state)
     }
 }
 
+static void test_string_array(void **state)
+{
+    const char *const good[] = {"sh", "-c", "cat > \"$1\"", "caf\xc3\xa9", NULL};
+    const char *const bad[] = {"rm", "-f", "--", "caf\xe9", NULL};
+    size_t at = 99;
+    json_t *arr = pbjson_string_array(good, &at);
+
+    (void)state;
+    assert_non_null(arr);
+    assert_int_equal(json_array_size(arr), 4);
+    assert_string_equal(json_string_value(json_array_get(arr, 3)), "caf\xc3\xa9");
+    json_decref(arr);
+    /* never an argv with the bad name left out: none at all, and which one it was */
+    assert_null(pbjson_string_array(bad, &at));
+    assert_int_equal(at, 3);
+}
+
 static void test_timestamp_round_trip(void **state)
 {
     /* A spread over the whole range, with all four fraction widths. */
@@ -530,6 +547,7 @@ int main(void)
         cmocka_unit_test(test_timestamp_format),
         cmocka_unit_test(test_timestamp_round_trip),
         cmocka_unit_test(test_utf8_valid),
+        cmocka_unit_test(test_string_array),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

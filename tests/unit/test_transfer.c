@@ -33,7 +33,6 @@ static void test_body_not_taken(void **state)
     assert_null(transfer_body_stall(&c, 1000 + LIMIT, LIMIT));
     assert_string_equal(transfer_body_stall(&c, 1001 + LIMIT, LIMIT), "stopped moving");
     /* An answer does not excuse a body curl stopped taking. */
-    c.answered = 1;
     c.answer_moved_ms = 1000 + LIMIT;
     assert_string_equal(transfer_body_stall(&c, 1001 + LIMIT, LIMIT), "stopped moving");
     /* Bytes taken later restart the clock. */
@@ -55,7 +54,6 @@ static void test_call_not_ended_after_its_body(void **state)
     struct call c = started_bidi();
     (void)state;
     c.body_done_ms = c.body_moved_ms = 3000;
-    c.answered = 1;
     c.answer_moved_ms = 2000; /* `ready`, before the body ended */
     /* An exec: a command may run silently for as long as it likes. */
     assert_null(transfer_body_stall(&c, 3000 + 10 * LIMIT, LIMIT));
