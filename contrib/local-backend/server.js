@@ -14,7 +14,7 @@ const USAGE = `usage: server.js --listen HOST:PORT|unix:PATH --state-dir DIR [op
   --listen ADDR          HOST:PORT (port 0 picks a free one) or unix:PATH
   --state-dir DIR        where sandbox layers, volumes and snapshots live
   --api-key KEY          require "Authorization: Bearer KEY" or "x-wandb-api-key: KEY"
-  --images-dir DIR       DIR/<image with '/' and ':' as '_'> is that image's root
+  --image-store DIR      the OCI image store (default $CWSB_IMAGE_STORE or /var/lib/cwsandbox-local/images)
   --address-file FILE    write the URL there (atomically) once listening
   --default-lifetime S   maxLifetimeSeconds when a spec sets none (3600)
   --max-lifetime S       upper bound of maxLifetimeSeconds (86400)
@@ -50,8 +50,8 @@ function parseArgs(argv) {
       case "--api-key":
         o.apiKey = need();
         break;
-      case "--images-dir":
-        o.imagesDir = need();
+      case "--image-store":
+        o.imageStore = need();
         break;
       case "--address-file":
         o.addressFile = need();
@@ -144,7 +144,7 @@ async function main() {
 
   const manager = new Manager({
     stateDir,
-    imagesDir: opts.imagesDir ? path.resolve(opts.imagesDir) : null,
+    imageStore: opts.imageStore ? path.resolve(opts.imageStore) : undefined,
     log: logLine,
     defaultLifetime: opts.defaultLifetime,
     maxLifetime: opts.maxLifetime,

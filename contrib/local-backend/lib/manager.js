@@ -9,10 +9,13 @@ const { EventEmitter } = require("node:events");
 const { randomUUID } = require("node:crypto");
 const { State, SnapshotState, SnapshotTrigger } = require("./schema");
 const { E } = require("./errors");
-const { resolveInRoot, parseBytes, parseCpuMillis } = require("./util");
+const { parseBytes, parseCpuMillis } = require("./util");
 const { Spawner } = require("./spawner");
+const { ImageStore } = require("./images");
+const oci = require("./oci");
 
 const HELPER = path.join(__dirname, "..", "gen", "sbx-helper");
+const RUNC = process.env.CWSB_RUNC || "/usr/bin/runc";
 const FILE_LIMIT = 32 * 1024 * 1024;
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const LOG_CAP = 16 * 1024 * 1024;
@@ -95,7 +98,6 @@ class Sandbox {
     this.logs = new LogStore();
     this.events = new EventEmitter();
     this.events.setMaxListeners(0);
-    this.cgroups = [];
     this.execs = new Set();
     this.deleted = false;
     this.timers = [];
@@ -123,7 +125,7 @@ function helperSpawn(m, args, opts) {
 class Manager {
   constructor(opts) {
     this.stateDir = opts.stateDir;
-    this.imagesDir = opts.imagesDir || null;
+    this.images = opts.images || new ImageStore({ dir: opts.imageStore, log: opts.log });
     this.log = opts.log || (() => {});
     this.defaultLifetime = opts.defaultLifetime || 3600;
     this.maxLifetime = opts.maxLifetime || 86400;
@@ -139,62 +141,47 @@ class Manager {
     this.snapByRequest = new Map();
     this.order = []; // creation order of sandbox ids
     this.endedWithLogs = [];
-    this.cg = null; // { memory, pids, cpu } parent cgroup dirs
+    this.execSeq = 0;
     this.shuttingDown = false;
     this.sbRoot = path.join(this.stateDir, "sandboxes");
     this.snapRoot = path.join(this.stateDir, "snapshots");
+    this.runcRoot = path.join(this.stateDir, "runc");
+    // one cgroup parent per server, under every hierarchy runc uses
+    this.cgroupParent = `cwsandbox-local-${process.pid}`;
   }
 
   // ---------------------------------------------------------------- startup
   async init() {
     if (process.getuid && process.getuid() !== 0) {
       throw new Error(
-        "refusing to start: the local backend needs root (CAP_SYS_ADMIN) to give every sandbox its own pid, mount, uts and ipc namespaces and an overlay root; it does not run sandboxes without isolation",
+        "refusing to start: the local backend needs root to mount each sandbox's root and to map its user namespace onto an unprivileged uid range; it does not run sandboxes without isolation",
       );
     }
     if (!fs.existsSync(HELPER)) throw new Error(`${HELPER} is missing: run "npm run build" first`);
+    await checkIsolation();
     await fsp.mkdir(this.sbRoot, { recursive: true });
     await fsp.mkdir(this.snapRoot, { recursive: true });
-    this.setupCgroups();
+    await fsp.mkdir(this.runcRoot, { recursive: true, mode: 0o700 });
+    this.reapStaleCgroups();
     if (!process.env.CWSB_NO_ZYGOTE) {
       await fsp.rm(path.join(this.stateDir, "spawn"), { recursive: true, force: true });
       this.spawner = new Spawner(HELPER, path.join(this.stateDir, "spawn"), this.log);
     }
-    // Prove that isolation works here before accepting any call.
-    const probe = path.join(this.stateDir, "probe");
-    await fsp.rm(probe, { recursive: true, force: true });
-    for (const d of ["upper", "work", "root"]) await fsp.mkdir(path.join(probe, d), { recursive: true });
-    try {
-      await new Promise((resolve, reject) => {
-        execFile(
-          HELPER,
-          ["init", "--base", "/", "--upper", path.join(probe, "upper"), "--work", path.join(probe, "work"), "--merged", path.join(probe, "root"), "--net-none", "--hostname", "probe", "--", "/bin/true"],
-          { timeout: 20000 },
-          (err, stdout, stderr) => {
-            if (err) reject(new Error(`refusing to start: cannot isolate a sandbox on this machine: ${String(stderr).trim() || err.message}`));
-            else resolve();
-          },
-        );
-      });
-    } finally {
-      await fsp.rm(probe, { recursive: true, force: true });
-    }
+    await this.reapStaleSandboxes();
   }
 
-  // Remove the cgroups of servers of ours that died without cleaning up.
-  reapStaleCgroups(base) {
-    const roots = fs.existsSync(path.join(base, "cgroup.controllers")) ? [base] : ["memory", "pids", "cpu"].map((c) => path.join(base, c));
+  // Cgroups of servers of ours that died without cleaning up (runc removed each
+  // sandbox's own cgroup when it ended; the per-server parent stays).
+  reapStaleCgroups() {
+    const base = "/sys/fs/cgroup";
+    const roots = fs.existsSync(path.join(base, "cgroup.controllers")) ? [base] : listDirs(base).map((d) => path.join(base, d));
     for (const root of roots) {
-      let names = [];
-      try {
-        names = fs.readdirSync(root).filter((n) => /^cwsandbox-local-[0-9]+$/.test(n));
-      } catch {}
-      for (const n of names) {
+      for (const n of listDirs(root).filter((n) => /^cwsandbox-local-[0-9]+$/.test(n))) {
         const pid = parseInt(n.slice(16), 10);
-        if (fs.existsSync(`/proc/${pid}`)) continue;
+        if (pid !== process.pid && fs.existsSync(`/proc/${pid}`)) continue;
         const dir = path.join(root, n);
         try {
-          for (const sub of fs.readdirSync(dir, { withFileTypes: true })) if (sub.isDirectory()) fs.rmdirSync(path.join(dir, sub.name));
+          for (const sub of listDirs(dir)) fs.rmdirSync(path.join(dir, sub));
           fs.rmdirSync(dir);
           this.log(`removed stale cgroup ${dir}`);
         } catch {}
@@ -202,84 +189,46 @@ class Manager {
     }
   }
 
-  setupCgroups() {
-    const base = "/sys/fs/cgroup";
-    const name = `cwsandbox-local-${process.pid}`;
-    this.reapStaleCgroups(base);
-    const cg = {};
-    const v2 = fs.existsSync(path.join(base, "cgroup.controllers"));
+  // Sandboxes a server that was killed left in this state directory: their
+  // containers are killed and their roots unmounted before anything starts here.
+  async reapStaleSandboxes() {
+    let ids = [];
     try {
-      if (v2) {
-        const dir = path.join(base, name);
-        fs.mkdirSync(dir);
-        try {
-          fs.writeFileSync(path.join(dir, "cgroup.subtree_control"), "+memory +pids +cpu");
-        } catch {
-          fs.writeFileSync(path.join(dir, "cgroup.subtree_control"), "+memory +pids");
-        }
-        cg.v2 = dir;
-      } else {
-        for (const ctl of ["memory", "pids", "cpu"]) {
-          const root = path.join(base, ctl);
-          if (!fs.existsSync(path.join(root, "cgroup.procs"))) continue;
-          const dir = path.join(root, name);
-          try {
-            fs.mkdirSync(dir);
-            cg[ctl] = dir;
-          } catch (e) {
-            this.log(`warning: no ${ctl} cgroup (${e.message}); ${ctl} limits are not applied`);
-          }
-        }
-      }
-    } catch (e) {
-      this.log(`warning: cgroups unavailable (${e.message}); memory and pid limits are not applied`);
+      ids = await fsp.readdir(this.runcRoot);
+    } catch {}
+    for (const id of ids) {
+      await this.runHelperRunc(["kill", "--all", id, "KILL"]).catch(() => {});
+      await this.runHelperRunc(["delete", "--force", id]).catch(() => {});
+      this.log(`stopped container ${id}, left by an earlier server`);
     }
-    if (!cg.v2 && !cg.memory) this.log("warning: no memory cgroup: memory limits are not applied");
-    if (!cg.v2 && !cg.pids) this.log("warning: no pids cgroup: pid limits are not applied");
-    this.cg = cg;
+    for (const id of listDirs(this.sbRoot)) {
+      await this.runHelper(["umount", path.join(this.sbRoot, id, "rootfs")]);
+      await fsp.rm(path.join(this.sbRoot, id), { recursive: true, force: true });
+    }
   }
 
-  makeCgroups(sb, memBytes, cpuMillis) {
-    const dirs = [];
-    const w = (d, f, v) => {
-      try {
-        fs.writeFileSync(path.join(d, f), String(v));
-      } catch (e) {
-        this.log(`warning: ${sb.id}: cannot set ${f}=${v}: ${e.message}`);
+  // Run a helper mode to its end: { code, stdout, stderr, status }.
+  runHelper(args, input) {
+    return new Promise((resolve) => {
+      const child = helperSpawn(this, args, { env: { PATH: DEFAULT_PATH }, stdio: [input ? "pipe" : "ignore", "pipe", "pipe", "pipe"] });
+      const out = [];
+      const err = [];
+      let status = "";
+      child.stdout.on("data", (d) => out.push(d));
+      child.stderr.on("data", (d) => err.push(d));
+      child.stdio[3].on("data", (d) => (status += d));
+      child.on("error", (e) => err.push(Buffer.from(e.message)));
+      child.on("close", (code) => resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString().trim(), status }));
+      if (input) {
+        child.stdin.on("error", () => {});
+        child.stdin.end(input);
       }
-    };
-    if (this.cg.v2) {
-      const d = path.join(this.cg.v2, sb.id);
-      fs.mkdirSync(d);
-      if (memBytes) w(d, "memory.max", memBytes);
-      w(d, "memory.swap.max", 0);
-      w(d, "pids.max", this.pidsLimit);
-      if (cpuMillis) w(d, "cpu.max", `${cpuMillis * 100} 100000`);
-      dirs.push(d);
-    } else {
-      if (this.cg.memory) {
-        const d = path.join(this.cg.memory, sb.id);
-        fs.mkdirSync(d);
-        if (memBytes) w(d, "memory.limit_in_bytes", memBytes);
-        dirs.push(d);
-      }
-      if (this.cg.pids) {
-        const d = path.join(this.cg.pids, sb.id);
-        fs.mkdirSync(d);
-        w(d, "pids.max", this.pidsLimit);
-        dirs.push(d);
-      }
-      if (this.cg.cpu) {
-        const d = path.join(this.cg.cpu, sb.id);
-        fs.mkdirSync(d);
-        if (cpuMillis) {
-          w(d, "cpu.cfs_period_us", 100000);
-          w(d, "cpu.cfs_quota_us", cpuMillis * 100);
-        }
-        dirs.push(d);
-      }
-    }
-    sb.cgroups = dirs;
+    });
+  }
+
+  async runHelperRunc(args) {
+    const r = await new Promise((resolve) => execFile(RUNC, ["--root", this.runcRoot, ...args], (err, _o, stderr) => resolve({ err, stderr })));
+    if (r.err) throw new Error(String(r.stderr).trim() || r.err.message);
   }
 
   // --------------------------------------------------------------- validation
@@ -308,6 +257,7 @@ class Manager {
       const cpu = (c.resources && c.resources.cpu) || (c.resourceRequirements && c.resourceRequirements.limits && c.resourceRequirements.limits.cpu);
       if (cpu && !(parseCpuMillis(cpu) > 0)) throw E.invalid(`bad cpu quantity ${JSON.stringify(cpu)}`);
       if (c.resources && c.resources.gpu && c.resources.gpu.count > 0n) throw E.capacity("no GPU on this runner");
+      securityOf(c);
     }
     if (cs.length > 1) throw E.notImplemented("more than one container per sandbox");
     if (spec.primaryContainer && !names.has(spec.primaryContainer)) throw E.invalid(`primary container ${spec.primaryContainer} is not among the containers`);
@@ -329,22 +279,16 @@ class Manager {
       }
     }
     if (spec.maxLifetimeSeconds < 0) throw E.invalid("maxLifetimeSeconds must not be negative");
-    if (spec.services && spec.services.length) throw E.notImplemented("services");
+    for (const svc of spec.services || []) {
+      if (!(svc.port > 0 && svc.port < 65536)) throw E.invalid(`service port ${svc.port} is out of range`);
+      // listen-only services need nothing of us; a public endpoint needs an ingress this runner has not
+      if (svc.endpoint) throw E.notImplemented("service endpoints (this runner has no ingress; listen-only services work)");
+    }
     if (spec.networkIds && spec.networkIds.length) throw E.notImplemented("networks");
     if (spec.runnerIds && spec.runnerIds.length && !spec.runnerIds.includes(this.runnerId)) {
       throw E.capacity(`runner(s) ${spec.runnerIds.join(", ")} not available; this runner is ${this.runnerId}`);
     }
     if (spec.network && spec.network.egress && spec.network.egress.length) throw E.notImplemented("egress rules");
-  }
-
-  imageBase(image) {
-    if (this.imagesDir) {
-      const d = path.join(this.imagesDir, image.replace(/[/:]/g, "_"));
-      try {
-        if (fs.statSync(d).isDirectory()) return d;
-      } catch {}
-    }
-    return "/";
   }
 
   // ------------------------------------------------------------------ create
@@ -403,22 +347,16 @@ class Manager {
     const spec = sb.spec;
     const dir = path.join(this.sbRoot, sb.id);
     sb.dir = dir;
-    for (const d of ["upper", "work", "root", "files", "volumes"]) await fsp.mkdir(path.join(dir, d), { recursive: true });
-    const base = this.imageBase(c.image);
-    const args = ["init", "--base", base, "--upper", path.join(dir, "upper"), "--work", path.join(dir, "work"), "--merged", path.join(dir, "root"), "--hostname", sb.id];
-    if (base === "/") {
-      // The host's own scratch and runtime areas and the backend's state are not part of the image.
-      const hide = new Set(["/tmp", "/var/tmp", "/run"]);
-      for (const p of [this.stateDir, this.imagesDir]) {
-        if (p && ![...hide].some((h) => p === h || p.startsWith(h + "/"))) hide.add(p);
-      }
-      for (const h of hide) args.push("--opaque", h);
-    }
-    if (spec.network && spec.network.denyEgress) args.push("--net-none");
-    // scratch volumes
+    const image = await this.images.resolve(c.image);
+    sb.image = image;
+    for (const d of ["upper", "work", "rootfs", "files", "volumes", "etc", "x"]) await fsp.mkdir(path.join(dir, d), { recursive: true });
+    // the sandbox's root user owns its writable layer and volumes; the host's root owns the rest
+    await fsp.chown(path.join(dir, "upper"), oci.UID_BASE, oci.UID_BASE);
+    const binds = [];
     for (const v of spec.volumes || []) {
       const vd = path.join(dir, "volumes", v.name);
       await fsp.mkdir(vd, { recursive: true });
+      await fsp.chown(vd, oci.UID_BASE, oci.UID_BASE);
       sb.volumes.set(v.name, vd);
       const r = v.source.value.restoreFromSnapshotId;
       if (r) await this.extractSnapshot(r, vd);
@@ -428,36 +366,42 @@ class Manager {
       if (vm.subPath) {
         src = path.join(src, vm.subPath);
         await fsp.mkdir(src, { recursive: true });
+        await fsp.chown(src, oci.UID_BASE, oci.UID_BASE);
       }
-      args.push("--bind", `${src}:${vm.mountPath}${vm.readOnly ? ":ro" : ""}`);
+      binds.push({ src, dst: vm.mountPath, ro: !!vm.readOnly });
     }
     // file mounts: read-only, like a config map
     let i = 0;
     for (const f of c.files || []) {
       const fp = path.join(dir, "files", String(i++));
       await fsp.writeFile(fp, f.content, { mode: 0o644 });
-      args.push("--bind", `${fp}:${f.path}:ro`);
+      binds.push({ src: fp, dst: f.path, ro: true });
     }
-    if (sb.deleted || sb.freed) {
-      await this.free(sb);
-      return;
-    }
-    // limits
-    this.makeCgroups(sb, parseBytes(sb.effectiveResources.memory), parseCpuMillis(sb.effectiveResources.cpu));
-    for (const d of sb.cgroups) args.push("--cgroup", d);
-    if (c.workingDir) args.push("--wd", c.workingDir);
-    let cmd;
-    if (c.command) cmd = [c.command, ...(c.args || [])];
-    else if (c.args && c.args.length) cmd = [...c.args];
-    else cmd = ["/bin/sh", "-c", 'trap "exit 0" TERM INT; sleep infinity & wait'];
-    args.push("--", ...cmd);
-    if (sb.deleted || sb.freed) {
-      await this.free(sb);
-      return;
-    }
+    const netNone = !!(spec.network && spec.network.denyEgress);
+    const etcFiles = await this.writeEtcFiles(sb, path.join(dir, "etc"), netNone);
+    if (sb.deleted || sb.freed) return this.free(sb);
+    const mounted = await this.runHelper(["overlay", image.rootfs, path.join(dir, "upper"), path.join(dir, "work"), path.join(dir, "rootfs")]);
+    if (mounted.code !== 0) throw new Error(`cannot mount the sandbox's root: ${mounted.stderr}`);
+    sb.mounted = true;
+    const sec = securityOf(c);
+    const config = oci.sandboxConfig({
+      rootfs: path.join(dir, "rootfs"),
+      readonlyRoot: sec.readOnlyRoot,
+      hostname: sb.id.slice(0, 63),
+      process: oci.processSpec({ args: this.mainCommand(sb), env: this.envList(sb, {}), cwd: this.workingDir(sb), uid: sec.uid, gid: sec.gid, caps: sec.caps }),
+      netNone,
+      binds,
+      etcFiles,
+      cgroupsPath: `/${this.cgroupParent}/${sb.id}`,
+      memoryBytes: parseBytes(sb.effectiveResources.memory),
+      cpuMillis: parseCpuMillis(sb.effectiveResources.cpu),
+      pidsLimit: this.pidsLimit,
+    });
+    await fsp.writeFile(path.join(dir, "config.json"), JSON.stringify(config));
+    if (sb.deleted || sb.freed) return this.free(sb);
 
-    const proc = helperSpawn(this, args, {
-      env: this.containerEnv(sb, {}),
+    const proc = helperSpawn(this, this.runcArgs(dir, ["run", "--bundle", dir, "--pid-file", path.join(dir, "pid"), sb.id], { pidFile: path.join(dir, "pid") }), {
+      env: { PATH: DEFAULT_PATH },
       stdio: ["ignore", "pipe", "pipe", "pipe"],
     });
     sb.proc = proc;
@@ -485,11 +429,50 @@ class Manager {
     proc.on("error", (e) => this.log(`sandbox ${sb.id}: ${e.message}`));
   }
 
-  containerEnv(sb, extra) {
+  // The helper's arguments to run runc with ARGS for the bundle in DIR.
+  runcArgs(dir, args, { pidFile, log = path.join(dir, "runc.log"), exec = false, console = null } = {}) {
+    const h = ["runc", "--pid-file", pidFile, "--log", log];
+    if (exec) h.push("--exec");
+    if (console) h.push("--console", console.path, `${console.width || 80}x${console.height || 24}`);
+    return [...h, "--", RUNC, "--root", this.runcRoot, "--log", log, "--log-format", "json", ...args];
+  }
+
+  mainCommand(sb) {
     const c = sb.container;
-    const env = { PATH: DEFAULT_PATH, HOSTNAME: sb.id, HOME: "/root", TERM: "xterm" };
-    Object.assign(env, c.environmentVariables || {}, extra || {});
-    return env;
+    if (c.command) return [c.command, ...(c.args || [])];
+    if (c.args && c.args.length) return [...c.args];
+    return ["/bin/sh", "-c", 'trap "exit 0" TERM INT; sleep infinity & wait'];
+  }
+
+  workingDir(sb) {
+    return sb.container.workingDir || (sb.image && sb.image.config.workingDir) || "/";
+  }
+
+  // /etc/hostname, /etc/hosts and (sharing the host's network) /etc/resolv.conf
+  async writeEtcFiles(sb, dir, netNone) {
+    const files = {
+      hostname: `${sb.id.slice(0, 63)}\n`,
+      hosts: `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${sb.id.slice(0, 63)}\n`,
+    };
+    if (!netNone) files["resolv.conf"] = await fsp.readFile("/etc/resolv.conf", "utf8").catch(() => "");
+    const out = {};
+    for (const [name, text] of Object.entries(files)) {
+      out[name] = path.join(dir, name);
+      await fsp.writeFile(out[name], text, { mode: 0o644 });
+    }
+    return out;
+  }
+
+  // The environment of a process: the image's, then ours, then the spec's, then the call's.
+  envList(sb, extra) {
+    const c = sb.container;
+    const env = { PATH: DEFAULT_PATH };
+    for (const kv of (sb.image && sb.image.config.env) || []) {
+      const eq = kv.indexOf("=");
+      if (eq > 0) env[kv.slice(0, eq)] = kv.slice(eq + 1);
+    }
+    Object.assign(env, { HOSTNAME: sb.id.slice(0, 63), HOME: "/root", TERM: "xterm" }, c.environmentVariables || {}, extra || {});
+    return Object.entries(env).map(([k, v]) => `${k}=${v}`);
   }
 
   running(sb) {
@@ -533,10 +516,12 @@ class Manager {
     const jobs = sb.snapshotOnStop || [];
     sb.snapshotOnStop = null;
     for (const job of jobs) await job().catch((e) => this.log(`snapshot on delete of ${sb.id}: ${e.message}`));
-    const cgs = sb.cgroups;
-    sb.cgroups = [];
-    for (const d of cgs) await rmdirRetry(d);
-    if (sb.dir) await fsp.rm(sb.dir, { recursive: true, force: true }).catch((e) => this.log(`cannot remove ${sb.dir}: ${e.message}`));
+    if (sb.dir && sb.mounted) {
+      const r = await this.runHelper(["umount", path.join(sb.dir, "rootfs")]);
+      if (r.code !== 0) this.log(`cannot unmount the root of ${sb.id}: ${r.stderr}`);
+      else sb.mounted = false;
+    }
+    if (sb.dir && !sb.mounted) await fsp.rm(sb.dir, { recursive: true, force: true }).catch((e) => this.log(`cannot remove ${sb.dir}: ${e.message}`));
     sb.pid = 0;
     // Logs of ended sandboxes stay readable, but only for the most recent ones.
     if (!sb.logsKept) {
@@ -681,21 +666,28 @@ class Manager {
     if (name && !(sb.spec.containers || []).some((c) => c.name === name)) throw E.invalid(`sandbox has no container ${JSON.stringify(name)}`);
   }
 
-  // Spawn a command inside a running sandbox. Returns the child process.
+  // Spawn a command inside a running sandbox with `runc exec`: it joins the
+  // sandbox's namespaces and cgroup with the same user, capabilities, seccomp
+  // filter and no-new-privileges as the main process. Returns the child process.
   // tty: null, or { width, height } for a terminal (stdin and output through it).
   spawnExec(sb, command, env, withStdin, tty = null) {
     this.requireRunning(sb);
     if (!command || !command.length || !command[0]) throw E.invalid("command is required");
-    const args = ["exec", "--pid", String(sb.pid)];
-    for (const d of sb.cgroups) args.push("--cgroup", d);
-    const wd = sb.container.workingDir;
-    if (wd) args.push("--wd", wd);
-    if (tty) args.push("--tty", `${tty.width || 80}x${tty.height || 24}`);
-    args.push("--", ...command);
+    const n = String(++this.execSeq);
+    const xdir = path.join(sb.dir, "x", n);
+    fs.mkdirSync(xdir);
+    const sec = securityOf(sb.container);
+    const proc = oci.processSpec({ args: command, env: this.envList(sb, env), cwd: this.workingDir(sb), uid: sec.uid, gid: sec.gid, caps: sec.caps, terminal: !!tty, size: tty });
+    fs.writeFileSync(path.join(xdir, "process.json"), JSON.stringify(proc));
+    const pidFile = path.join(xdir, "pid");
+    const args = ["exec", "--process", path.join(xdir, "process.json"), "--pid-file", pidFile];
+    const consoleSock = tty ? { path: path.join(xdir, "console.sock"), width: tty.width, height: tty.height } : null;
+    if (consoleSock) args.push("--console-socket", consoleSock.path);
+    args.push(sb.id);
     const stdio = [withStdin ? "pipe" : "ignore", "pipe", "pipe", "pipe"];
     if (tty) stdio.push("pipe"); // fd 4: "COLSxROWS" lines
-    const child = helperSpawn(this, args, {
-      env: this.containerEnv(sb, env),
+    const child = helperSpawn(this, this.runcArgs(sb.dir, args, { pidFile, log: path.join(xdir, "runc.log"), exec: true, console: consoleSock }), {
+      env: { PATH: DEFAULT_PATH },
       stdio,
     });
     if (tty) child.stdio[4].on("error", () => {});
@@ -715,7 +707,10 @@ class Manager {
       }
     });
     child.stdio[3].on("error", () => {});
-    child.on("close", () => sb.execs.delete(child));
+    child.on("close", () => {
+      sb.execs.delete(child);
+      fs.rm(xdir, { recursive: true, force: true }, () => {});
+    });
     child.on("error", (e) => {
       child.setupError = e.message;
     });
@@ -723,77 +718,44 @@ class Manager {
   }
 
   // ------------------------------------------------------------------ files
-  rootOf(sb) {
-    this.requireRunning(sb);
-    return `/proc/${sb.pid}/root`;
-  }
-
   resolvePath(sb, p) {
     if (!p) throw E.invalid("path is required");
     if (p.includes("\0")) throw E.invalid("path contains a NUL byte");
-    if (!p.startsWith("/")) p = path.posix.join(sb.container.workingDir || "/", p);
+    if (!p.startsWith("/")) p = path.posix.join(this.workingDir(sb), p);
     return p;
   }
 
-  async readFile(sb, p) {
-    const root = this.rootOf(sb);
+  // One file operation by the helper, inside the sandbox (native/fileops.c).
+  async fileOp(sb, op, p, input) {
+    this.requireRunning(sb);
     const ip = this.resolvePath(sb, p);
-    let fh;
-    try {
-      const r = await resolveInRoot(root, ip);
-      if (r.missing) throw Object.assign(new Error("no such file"), { code: "ENOENT" });
-      fh = await fsp.open(r.host, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
-      const st = await fh.stat();
-      if (st.isDirectory()) throw Object.assign(new Error("is a directory"), { code: "EISDIR" });
-      if (st.size > FILE_LIMIT) throw E.tooLarge(p, st.size, FILE_LIMIT);
-      // read to end-of-file (sizes of special files are not to be trusted)
-      const bufs = [];
-      let total = 0;
-      for (;;) {
-        const b = Buffer.allocUnsafe(Math.max(65536, Math.min(st.size + 1 - total, FILE_LIMIT + 1 - total)));
-        const { bytesRead } = await fh.read(b, 0, b.length, null);
-        if (bytesRead === 0) break;
-        bufs.push(b.subarray(0, bytesRead));
-        total += bytesRead;
-        if (total > FILE_LIMIT) throw E.tooLarge(p, total, FILE_LIMIT);
-      }
-      return bufs.length === 1 ? bufs[0] : Buffer.concat(bufs, total);
-    } catch (e) {
-      throw require("./errors").fileError(p, e);
-    } finally {
-      if (fh) await fh.close().catch(() => {});
+    const r = await this.runHelper(["file", op, "--pid", String(sb.pid), "--path", ip, "--max", String(FILE_LIMIT)], input);
+    const line = r.status.split("\n").find((l) => l.startsWith("ERROR ") || l.startsWith("OK")) || "";
+    if (line.startsWith("ERROR ")) {
+      const [, code, ...words] = line.split(" ");
+      if (code === "EFBIG") throw E.tooLarge(p, op === "write" ? input.length : FILE_LIMIT + 1, FILE_LIMIT);
+      if (code === "EINVAL" && op === "write") throw E.invalid(`${p} is not a regular file`);
+      if (code === "ENOTDIR") throw E.io(p, new Error("a parent of the path is not a directory"));
+      throw require("./errors").fileError(p, Object.assign(new Error(words.join(" ")), { code }));
     }
+    if (!line.startsWith("OK") || r.code !== 0) {
+      if (sb.state !== State.RUNNING) throw E.notRunning(sb.id, STATE_NAME[sb.state]);
+      if (op === "read" && r.stdout.length > FILE_LIMIT) throw E.tooLarge(p, r.stdout.length, FILE_LIMIT);
+      throw E.io(p, new Error(r.stderr || `the file helper ended with ${r.code}`));
+    }
+    return r.stdout;
+  }
+
+  async readFile(sb, p) {
+    return this.fileOp(sb, "read", p, null);
   }
 
   async writeFile(sb, p, content) {
-    const root = this.rootOf(sb);
-    const ip = this.resolvePath(sb, p);
     if (content.length > FILE_LIMIT) throw E.tooLarge(p, content.length, FILE_LIMIT);
+    const ip = this.resolvePath(sb, p);
     if (ip === "/" || ip.endsWith("/")) throw E.isDirectory(p);
-    let fh;
-    try {
-      const parent = await resolveInRoot(root, path.posix.dirname(ip));
-      if (parent.missing) await mkdirInRoot(root, parent);
-      else {
-        const st = await fsp.stat(parent.host);
-        if (!st.isDirectory()) throw Object.assign(new Error("not a directory"), { code: "ENOTDIR" });
-      }
-      const target = await resolveInRoot(root, path.posix.join(parent.inside, path.posix.basename(ip)));
-      if (target.missing > 1) throw Object.assign(new Error("no such directory"), { code: "ENOENT" });
-      try {
-        const st = await fsp.stat(target.host);
-        if (st.isDirectory()) throw Object.assign(new Error("is a directory"), { code: "EISDIR" });
-      } catch (e) {
-        if (e.code !== "ENOENT") throw e;
-      }
-      fh = await fsp.open(target.host, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o644);
-      await fh.writeFile(content);
-    } catch (e) {
-      if (e.code === "ENOTDIR") throw E.io(p, new Error("a parent of the path is not a directory"));
-      throw require("./errors").fileError(p, e);
-    } finally {
-      if (fh) await fh.close().catch(() => {});
-    }
+    // an empty input still needs a pipe, so the helper sees end-of-file rather than /dev/null semantics
+    await this.fileOp(sb, "write", p, content.length ? content : Buffer.alloc(0));
   }
 
   // ------------------------------------------------------------- snapshots
@@ -827,6 +789,11 @@ class Manager {
       if (sb.freed || !sb.volumes.has(volumeName)) throw E.notRunning(sb.id, STATE_NAME[sb.state]);
       src = sb.volumes.get(volumeName);
     } else {
+      // The SDKs send no name for a sandbox's single scratch volume.
+      const vols = sb.spec.volumes || [];
+      if (vols.length > 1) throw E.invalid(`sandbox has ${vols.length} scratch volumes: name one in scratchVolumeName`);
+      if (vols.length === 1) return this.createSnapshot(sb, vols[0].name, requestId);
+      // no volume at all: the sandbox's own writable layer
       if (sb.freed || !sb.dir || sb.state === State.PENDING) throw E.notRunning(sb.id, STATE_NAME[sb.state]);
       src = path.join(sb.dir, "upper");
     }
@@ -911,41 +878,15 @@ class Manager {
       }
       await this.free(sb);
     }
-    for (const ctl of Object.values(this.cg || {})) await rmdirRetry(ctl);
-    await fsp.rm(this.sbRoot, { recursive: true, force: true });
+    const left = [...this.sandboxes.values()].filter((sb) => sb.mounted || (sb.proc && sb.proc.exitCode === null && sb.proc.signalCode === null));
+    this.reapStaleCgroups();
+    if (left.length) this.log(`warning: left behind: ${left.map((sb) => `${sb.id} (${sb.mounted ? "root still mounted" : "process still running"})`).join(", ")}`);
+    else await fsp.rm(this.sbRoot, { recursive: true, force: true });
+    await fsp.rm(this.runcRoot, { recursive: true, force: true }).catch(() => {});
     await fsp.rm(this.snapRoot, { recursive: true, force: true });
     if (this.spawner) {
       this.spawner.close();
       await fsp.rm(path.join(this.stateDir, "spawn"), { recursive: true, force: true });
-    }
-  }
-}
-
-async function rmdirRetry(d) {
-  for (let i = 0; i < 50; i++) {
-    try {
-      await fsp.rmdir(d);
-      return;
-    } catch (e) {
-      if (e.code === "ENOENT") return;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-}
-
-async function mkdirInRoot(root, r) {
-  // r.host is root + existing prefix + missing components (no links among them)
-  const parts = r.inside.split("/").filter(Boolean);
-  const existing = parts.length - r.missing;
-  let cur = path.join(root, ...parts.slice(0, existing));
-  for (const c of parts.slice(existing)) {
-    cur = path.join(cur, c);
-    try {
-      await fsp.mkdir(cur, { mode: 0o755 });
-    } catch (e) {
-      if (e.code !== "EEXIST") throw e;
-      const st = await fsp.lstat(cur);
-      if (!st.isDirectory()) throw Object.assign(new Error("not a directory"), { code: "ENOTDIR" });
     }
   }
 }
@@ -965,6 +906,49 @@ async function removeWhiteouts(dir) {
       if (st.rdev === 0) await fsp.rm(p, { force: true });
     } else if (e.isDirectory()) await removeWhiteouts(p);
   }
+}
+
+function listDirs(d) {
+  try {
+    return fs
+      .readdirSync(d, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name);
+  } catch {
+    return [];
+  }
+}
+
+// The process identity a container's securityContext asks for. What cannot be
+// honoured here is refused, never ignored.
+function securityOf(c) {
+  const sc = c.securityContext || {};
+  if (sc.privileged) throw E.notImplemented("privileged containers");
+  if (sc.allowPrivilegeEscalation) throw E.notImplemented("allowPrivilegeEscalation (every process runs with no new privileges)");
+  if (sc.capabilitiesAdd && sc.capabilitiesAdd.length) throw E.notImplemented("capabilitiesAdd");
+  if (sc.seccompProfile && !["RuntimeDefault", "runtime/default"].includes(sc.seccompProfile)) throw E.notImplemented(`seccomp profile ${JSON.stringify(sc.seccompProfile)}`);
+  const drop = new Set((sc.capabilitiesDrop || []).map((n) => (n.toUpperCase().startsWith("CAP_") ? n.toUpperCase() : `CAP_${n.toUpperCase()}`)));
+  const caps = drop.has("CAP_ALL") ? [] : oci.DEFAULT_CAPS.filter((k) => !drop.has(k));
+  const uid = sc.runAsUser ?? 0;
+  const gid = sc.runAsGroup ?? (sc.runAsUser !== undefined ? sc.runAsUser : 0);
+  if (uid >= oci.UID_COUNT || gid >= oci.UID_COUNT) throw E.invalid(`runAsUser/runAsGroup must be below ${oci.UID_COUNT}`);
+  return { uid, gid, caps, readOnlyRoot: !!sc.readOnlyRootFilesystem };
+}
+
+// The kernel features a sandbox is made of; without them the server does not start.
+async function checkIsolation() {
+  const need = [];
+  if (!fs.existsSync(RUNC)) need.push(`the OCI runtime ${RUNC} (apt-get install runc)`);
+  if (!/\toverlay$/m.test(fs.readFileSync("/proc/filesystems", "utf8"))) need.push("overlayfs (modprobe overlay)");
+  try {
+    if (+fs.readFileSync("/proc/sys/user/max_user_namespaces", "utf8") < 1) need.push("user namespaces (sysctl user.max_user_namespaces)");
+  } catch {}
+  try {
+    oci.seccompFor(oci.DEFAULT_CAPS);
+  } catch (e) {
+    need.push(`the default seccomp profile (apt-get install golang-github-containers-common): ${e.message}`);
+  }
+  if (need.length) throw new Error(`refusing to start: this machine lacks ${need.join("; ")}`);
 }
 
 module.exports = { Manager, STATE_NAME, TERMINAL, FILE_LIMIT };

@@ -1,0 +1,350 @@
+/*
+ * runc.c - run the OCI runtime and supervise it (mode "runc").
+ *
+ * `runc run` and `runc exec` (not detached) pass our stdio to the container
+ * process, write its host pid to --pid-file once it exists, and exit with its
+ * status. We report that pid and "READY" on fd 3, forward termination signals
+ * to the container process itself (runc cannot forward SIGKILL), relay a
+ * terminal when the process has one, and exit with runc's status. When runc
+ * fails before the process exists, its reason is the last error in its JSON log.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helper.h"
+
+static pid_t runtime_pid = -1;
+static volatile pid_t process_pid = -1;
+
+static void forward(int sig)
+{
+	pid_t p = process_pid > 0 ? process_pid : runtime_pid;
+	if (p > 0)
+		kill(p, sig);
+}
+
+static void on_sigchld(int sig)
+{
+	(void)sig;
+}
+
+static void exit_like(int st)
+{
+	if (WIFEXITED(st))
+		_exit(WEXITSTATUS(st));
+	if (WIFSIGNALED(st))
+		_exit(128 + WTERMSIG(st));
+	_exit(125);
+}
+
+/* Wait for runc, forwarding termination signals; exit with its status. */
+static void supervise(void)
+{
+	int st;
+
+	for (;;) {
+		pid_t r = waitpid(runtime_pid, &st, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			_exit(125);
+		break;
+	}
+	exit_like(st);
+}
+
+static void relay_tty(int master)
+{
+	struct sigaction sa;
+	char buf[65536], rbuf[64];
+	size_t rlen = 0;
+	int in_open = 1, rs_open = fcntl(4, F_GETFD) >= 0;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = forward;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sa.sa_handler = on_sigchld;
+	sigaction(SIGCHLD, &sa, NULL);
+	for (;;) {
+		struct pollfd p[3];
+		int n = 0, r;
+		p[n].fd = master;
+		p[n++].events = POLLIN;
+		if (in_open) {
+			p[n].fd = 0;
+			p[n++].events = POLLIN;
+		}
+		if (rs_open) {
+			p[n].fd = 4;
+			p[n++].events = POLLIN;
+		}
+		r = poll(p, n, 200);
+		if (r < 0 && errno != EINTR)
+			break;
+		if (r <= 0) {
+			/* the command ended and nothing else holds the terminal? */
+			int st;
+			if (waitpid(runtime_pid, &st, WNOHANG) == runtime_pid) {
+				ssize_t k;
+				fcntl(master, F_SETFL, O_NONBLOCK);
+				while ((k = read(master, buf, sizeof(buf))) > 0)
+					write_all(1, buf, k);
+				if (WIFEXITED(st))
+					_exit(WEXITSTATUS(st));
+				_exit(128 + WTERMSIG(st));
+			}
+			continue;
+		}
+		for (int i = 0; i < n; i++) {
+			if (!p[i].revents)
+				continue;
+			if (p[i].fd == master) {
+				ssize_t k = read(master, buf, sizeof(buf));
+				if (k <= 0)
+					return; /* EIO: the other side is closed everywhere */
+				if (write_all(1, buf, k) < 0)
+					return;
+			} else if (p[i].fd == 0) {
+				ssize_t k = read(0, buf, sizeof(buf));
+				if (k <= 0) {
+					struct termios t;
+					char eof = 4;
+					if (tcgetattr(master, &t) == 0)
+						eof = t.c_cc[VEOF];
+					write_all(master, &eof, 1);
+					in_open = 0;
+				} else
+					write_all(master, buf, k);
+			} else {
+				ssize_t k = read(4, rbuf + rlen, sizeof(rbuf) - 1 - rlen);
+				char *nl;
+				if (k <= 0) {
+					rs_open = 0;
+					continue;
+				}
+				rlen += k;
+				rbuf[rlen] = 0;
+				while ((nl = strchr(rbuf, '\n'))) {
+					unsigned w, h;
+					*nl = 0;
+					if (sscanf(rbuf, "%ux%u", &w, &h) == 2 && w && h) {
+						struct winsize z = { .ws_row = h, .ws_col = w };
+						ioctl(master, TIOCSWINSZ, &z);
+					}
+					rlen -= nl + 1 - rbuf;
+					memmove(rbuf, nl + 1, rlen + 1);
+				}
+				if (rlen >= sizeof(rbuf) - 1)
+					rlen = 0;
+			}
+		}
+	}
+}
+
+
+/* The pid runc wrote, or -1 while the file is absent or incomplete. */
+static pid_t read_pid_file(const char *path)
+{
+	char buf[32];
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	return atoi(buf) > 0 ? atoi(buf) : -1;
+}
+
+/* The message of the last "error" entry of runc's JSON log, into out. */
+static void last_error(const char *log, char *out, size_t size)
+{
+	static char buf[1 << 16];
+	const char *e = NULL, *p, *m;
+	ssize_t n;
+	size_t k = 0;
+	int fd = open(log, O_RDONLY | O_CLOEXEC);
+
+	snprintf(out, size, "the OCI runtime failed without a message");
+	if (fd < 0)
+		return;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = 0;
+	for (p = buf; (p = strstr(p, "\"level\":\"error\"")); p++)
+		e = p;
+	if (!e || !(m = strstr(e, "\"msg\":\"")))
+		return;
+	for (m += 7; *m && *m != '"' && k + 1 < size; m++) {
+		if (*m == '\\' && m[1]) {
+			m++;
+			out[k++] = *m == 'n' ? ' ' : *m == 't' ? ' ' : *m;
+		} else
+			out[k++] = *m;
+	}
+	out[k] = 0;
+}
+
+/* A unix socket runc connects to, to hand over a terminal's master side. */
+static int console_listen(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (s < 0 || strlen(path) >= sizeof(a.sun_path))
+		die("console socket %s: %s", path, s < 0 ? strerror(errno) : "path too long");
+	strcpy(a.sun_path, path);
+	unlink(path);
+	if (bind(s, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(s, 1) < 0)
+		die("console socket %s: %s", path, strerror(errno));
+	return s;
+}
+
+static int console_receive(int lsock)
+{
+	char dummy[256], cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { dummy, sizeof(dummy) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *c;
+	int fd = -1, conn = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
+
+	if (conn < 0)
+		return -1;
+	if (recvmsg(conn, &msg, MSG_CMSG_CLOEXEC) > 0) {
+		c = CMSG_FIRSTHDR(&msg);
+		if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+			memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	}
+	close(conn);
+	return fd;
+}
+
+int do_runc(int argc, char **argv)
+{
+	const char *pid_file = NULL, *log = NULL, *console = NULL;
+	struct winsize ws = { .ws_row = 24, .ws_col = 80 };
+	struct sigaction sa;
+	int i, exec_mode = 0, lsock = -1, master = -1, st;
+
+	for (i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--")) {
+			i++;
+			break;
+		}
+		if (!strcmp(a, "--exec")) {
+			exec_mode = 1;
+			continue;
+		}
+		if (i + 1 >= argc)
+			die("option %s needs a value", a);
+		if (!strcmp(a, "--pid-file"))
+			pid_file = argv[++i];
+		else if (!strcmp(a, "--log"))
+			log = argv[++i];
+		else if (!strcmp(a, "--console") && i + 2 < argc) {
+			unsigned w = 0, h = 0;
+			console = argv[++i];
+			if (sscanf(argv[++i], "%ux%u", &w, &h) == 2 && w && h) {
+				ws.ws_col = w;
+				ws.ws_row = h;
+			}
+		} else
+			die("unknown option %s", a);
+	}
+	if (i >= argc || !pid_file || !log)
+		die("usage: runc --pid-file F --log F [--exec] [--console SOCK WxH] -- RUNC ARGS...");
+	argv += i;
+	if (console)
+		lsock = console_listen(console);
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = forward;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGQUIT, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
+	sa.sa_handler = on_sigchld;
+	sigaction(SIGCHLD, &sa, NULL);
+
+	runtime_pid = fork();
+	if (runtime_pid < 0)
+		die("fork: %s", strerror(errno));
+	if (runtime_pid == 0) {
+		if (lsock >= 0)
+			close(lsock);
+		close(4);
+		execv(argv[0], argv);
+		fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(125);
+	}
+	/* Until the process exists: watch the pid file, take the terminal. */
+	for (;;) {
+		pid_t p = read_pid_file(pid_file);
+		if (p > 0 && (!console || master >= 0)) {
+			process_pid = p;
+			break;
+		}
+		if (waitpid(runtime_pid, &st, WNOHANG) == runtime_pid) {
+			char why[1024];
+			p = read_pid_file(pid_file);
+			if (p > 0) {
+				/* it started and already ended */
+				report("PID %d", (int)p);
+				report("READY");
+				exit_like(st);
+			}
+			last_error(log, why, sizeof(why));
+			if (exec_mode && (strstr(why, "executable file not found") || strstr(why, "no such file or directory")))
+				_exit(127); /* like a shell: runc said why on our stderr */
+			if (exec_mode && strstr(why, "permission denied"))
+				_exit(126);
+			report("ERROR %s", why);
+			_exit(exec_mode ? 125 : 127);
+		}
+		if (lsock >= 0 && master < 0) {
+			struct pollfd pf = { .fd = lsock, .events = POLLIN };
+			if (poll(&pf, 1, 1) > 0) {
+				master = console_receive(lsock);
+				if (master >= 0)
+					ioctl(master, TIOCSWINSZ, &ws);
+			}
+		} else {
+			struct timespec ts = { 0, 1000000 };
+			nanosleep(&ts, NULL);
+		}
+	}
+	if (lsock >= 0) {
+		close(lsock);
+		unlink(console);
+	}
+	report("PID %d", (int)process_pid);
+	report("READY");
+	if (master >= 0)
+		relay_tty(master);
+	supervise();
+	return 125;
+}
