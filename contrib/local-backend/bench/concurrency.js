@@ -6,6 +6,7 @@
 //     same time: a StreamExec writing numbered lines to stdout and stderr, and
 //     StreamLogs following its main process, which prints numbered lines too.
 //     Every byte is checked.
+//  1b. Exec latency (sequential Exec of `true` in one sandbox);
 // Usage: node bench/concurrency.js [--url URL] [--sandboxes 100] [--lines 2000] [--latency-runs 30]
 "use strict";
 const { performance } = require("node:perf_hooks");
@@ -66,6 +67,21 @@ async function main() {
   }
   console.log(`create→RUNNING, client-observed (polling every 2 ms): ${stats(client)}`);
   console.log(`create→RUNNING, server (startTime - createTime):      ${stats(server)}`);
+
+  // 1b. exec latency: Exec of `true` in one running sandbox, one after the other
+  {
+    const sb = await c.createSandbox({ sandbox: { spec: h.spec({ tags: ["bench-latency"] }) } });
+    await waitRunning(c, sb.sandboxId, 2);
+    const execs = [];
+    for (let i = 0; i < LAT_RUNS; i++) {
+      const t0 = performance.now();
+      const r = await c.exec({ sandboxId: sb.sandboxId, command: ["true"] });
+      if (r.exitCode !== 0) throw new Error(`exec true exited ${r.exitCode}`);
+      execs.push(performance.now() - t0);
+    }
+    await c.deleteSandbox({ sandboxId: sb.sandboxId });
+    console.log(`Exec of true, client-observed:                      ${stats(execs)}`);
+  }
 
   // 2. N at once
   const mainScript = `i=1; while [ $i -le ${LINES} ]; do echo "log $i"; i=$((i+1)); done; trap "exit 0" TERM; sleep 1000 & wait`;
