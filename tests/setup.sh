@@ -36,7 +36,11 @@ if [ ! -d "$top/contrib/local-backend/node_modules" ]; then
 fi
 (cd "$top/contrib/local-backend" && npm run --silent build)
 # The sandboxes' base image in the machine-wide image store (cached: once per machine).
-"$top/contrib/local-backend/scripts/build-base-image.sh"
+if [ "$(id -u)" -eq 0 ]; then
+    "$top/contrib/local-backend/scripts/build-base-image.sh"
+else
+    sudo "$top/contrib/local-backend/scripts/build-base-image.sh"
+fi
 
 cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
 cmake --build "$build" -j"$(nproc)"

@@ -38,6 +38,11 @@ debian_sources() {
     done | sort -u
 }
 mapfile -t sources < <(debian_sources)
+if [ ${#sources[@]} -eq 0 ]; then
+    # Archives' origins are known only once apt has fetched their Release files.
+    apt-get update -qq >/dev/null
+    mapfile -t sources < <(debian_sources)
+fi
 [ ${#sources[@]} -gt 0 ] || die "apt on this machine knows no Debian archive (run apt-get update first)"
 
 # Keep apt's own view of Release file dates (a snapshot mirror needs this off).
