@@ -96,6 +96,8 @@ test("an imported OCI layout resolves to a rootfs owned by the mapped uids", asy
   // A digest reference finds the content whatever name brought it in.
   const byDigest = await store.resolve(`${NOWHERE}/other@${img.digest}`);
   assert.equal(byDigest.rootfs, img.rootfs);
+  const manifest = JSON.parse(fs.readFileSync(path.join(store.dir, "oci", "blobs", "sha256", img.digest.slice(7)), "utf8"));
+  await assert.rejects(store.resolve(`${NOWHERE}/other@${manifest.layers[0].digest}`), /could not be pulled/);
 });
 
 test("a docker-archive tarball and a plain layout directory import too", async () => {
