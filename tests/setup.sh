@@ -8,7 +8,8 @@ build=${BUILD_DIR:-$top/build}
 
 packages=(build-essential cmake pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev
           libjansson-dev uthash-dev libcmocka-dev protobuf-compiler libprotobuf-dev
-          nodejs npm curl valgrind python3 iproute2 util-linux psmisc)
+          nodejs npm curl valgrind python3 iproute2 util-linux psmisc
+          runc skopeo umoci mmdebstrap)
 read -r -a extra <<<"${SETUP_EXTRA_PACKAGES:-}"
 packages+=("${extra[@]}")
 missing=()
@@ -34,6 +35,12 @@ if [ ! -d "$top/contrib/local-backend/node_modules" ]; then
     (cd "$top/contrib/local-backend" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 (cd "$top/contrib/local-backend" && npm run --silent build)
+# The sandboxes' base image in the machine-wide image store (cached: once per machine).
+if [ "$(id -u)" -eq 0 ]; then
+    "$top/contrib/local-backend/scripts/build-base-image.sh"
+else
+    sudo "$top/contrib/local-backend/scripts/build-base-image.sh"
+fi
 
 cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
 cmake --build "$build" -j"$(nproc)"

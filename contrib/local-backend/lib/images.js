@@ -253,9 +253,11 @@ class ImageStore {
     } catch (e) {
       if (e.code !== "ENOENT") throw e;
     }
-    // A digest names content, whichever reference brought it in.
-    if (ref.digest && fs.existsSync(path.join(this.blobs, hexOf(ref.digest)))) return ref.digest;
-    return "";
+    // A digest names content, whichever reference brought it in; but only a
+    // manifest's digest names an image (a layer's blob is not one).
+    if (!ref.digest) return "";
+    const manifest = await this._blobJSON(ref.digest).catch(() => null);
+    return manifest && manifest.config && manifest.layers ? ref.digest : "";
   }
 
   async _policyArgs() {
