@@ -4,7 +4,7 @@ const fs = require("node:fs");
 const fsp = require("node:fs/promises");
 const path = require("node:path");
 const os = require("node:os");
-const { spawn, execFile } = require("node:child_process");
+const { execFile } = require("node:child_process");
 const { EventEmitter } = require("node:events");
 const { randomUUID } = require("node:crypto");
 const { State, SnapshotState, SnapshotTrigger } = require("./schema");
@@ -116,10 +116,22 @@ class Sandbox {
   }
 }
 
-// Start the helper: through the zygote when there is one.
+// Start the helper through the zygote: it holds the mount namespace the
+// sandboxes' roots are mounted in (native/zygote.c).
 function helperSpawn(m, args, opts) {
-  if (m.spawner && !m.spawner.dead) return m.spawner.spawn(args, opts);
-  return spawn(HELPER, args, opts);
+  return m.spawner.spawn(args, opts);
+}
+
+// runc mounts each sandbox's root from inside its user namespace, as a uid
+// with no rights on the host: every directory above the roots must let
+// others through, or the start fails with a bare "permission denied".
+function checkSearchable(dir) {
+  for (let d = dir; ; d = path.dirname(d)) {
+    if (!(fs.statSync(d).mode & 0o001)) {
+      throw new Error(`state directory: ${d} is not searchable by others (mode ${(fs.statSync(d).mode & 0o777).toString(8)}); the sandboxes' user namespace mounts their roots below it, so choose a state directory whose parents are (chmod o+x)`);
+    }
+    if (d === path.dirname(d)) return;
+  }
 }
 
 class Manager {
@@ -162,11 +174,10 @@ class Manager {
     await fsp.mkdir(this.sbRoot, { recursive: true });
     await fsp.mkdir(this.snapRoot, { recursive: true });
     await fsp.mkdir(this.runcRoot, { recursive: true, mode: 0o700 });
+    checkSearchable(this.sbRoot);
     this.reapStaleCgroups();
-    if (!process.env.CWSB_NO_ZYGOTE) {
-      await fsp.rm(path.join(this.stateDir, "spawn"), { recursive: true, force: true });
-      this.spawner = new Spawner(HELPER, path.join(this.stateDir, "spawn"), this.log);
-    }
+    await fsp.rm(path.join(this.stateDir, "spawn"), { recursive: true, force: true });
+    this.spawner = new Spawner(HELPER, path.join(this.stateDir, "spawn"), this.log);
     await this.reapStaleSandboxes();
   }
 
@@ -459,6 +470,7 @@ class Manager {
     for (const [name, text] of Object.entries(files)) {
       out[name] = path.join(dir, name);
       await fsp.writeFile(out[name], text, { mode: 0o644 });
+      await fsp.chown(out[name], oci.UID_BASE, oci.UID_BASE); // the sandbox's root may edit its copy
     }
     return out;
   }
@@ -508,11 +520,7 @@ class Manager {
   async free(sb) {
     sb.freed = true;
     for (const t of sb.timers) clearTimeout(t), clearInterval(t);
-    for (const x of sb.execs) {
-      try {
-        x.kill("SIGKILL");
-      } catch {}
-    }
+    for (const x of sb.execs) x.killCommand();
     const jobs = sb.snapshotOnStop || [];
     sb.snapshotOnStop = null;
     for (const job of jobs) await job().catch((e) => this.log(`snapshot on delete of ${sb.id}: ${e.message}`));
@@ -682,7 +690,7 @@ class Manager {
     const pidFile = path.join(xdir, "pid");
     const args = ["exec", "--process", path.join(xdir, "process.json"), "--pid-file", pidFile];
     const consoleSock = tty ? { path: path.join(xdir, "console.sock"), width: tty.width, height: tty.height } : null;
-    if (consoleSock) args.push("--console-socket", consoleSock.path);
+    if (consoleSock) args.push("--detach", "--console-socket", consoleSock.path);
     args.push(sb.id);
     const stdio = [withStdin ? "pipe" : "ignore", "pipe", "pipe", "pipe"];
     if (tty) stdio.push("pipe"); // fd 4: "COLSxROWS" lines
@@ -701,7 +709,10 @@ class Manager {
       while ((nl = status.indexOf("\n")) >= 0) {
         const line = status.slice(0, nl);
         status = status.slice(nl + 1);
-        if (line.startsWith("PID ")) child.started = true;
+        if (line.startsWith("PID ")) {
+          child.started = true;
+          child.containerPid = parseInt(line.slice(4), 10);
+        }
         else if (line === "READY") child.ready = true;
         else if (line.startsWith("ERROR ") && !child.ready) child.setupError = line.slice(6);
       }
@@ -714,6 +725,15 @@ class Manager {
     child.on("error", (e) => {
       child.setupError = e.message;
     });
+    // A deadline or a gone caller ends the command itself: SIGKILL cannot be
+    // forwarded by the helper, so it goes to the process in the sandbox too.
+    child.killCommand = () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      try {
+        if (child.containerPid > 0) process.kill(child.containerPid, "SIGKILL");
+      } catch {}
+      child.kill("SIGKILL");
+    };
     return child;
   }
 

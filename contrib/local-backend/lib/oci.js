@@ -7,9 +7,7 @@
 // of those engines, pid/mount/uts/ipc/cgroup namespaces, and a network namespace
 // with only loopback when the spec denies egress.
 const fs = require("node:fs");
-
-const UID_BASE = 200000000;
-const UID_COUNT = 65536;
+const { UID_BASE, UID_COUNT } = require("./images");
 
 // The default capability set of container engines (Docker's; Podman's minus MKNOD,
 // AUDIT_WRITE, NET_RAW). Nothing here acts on the host: they hold in the sandbox's
@@ -122,7 +120,8 @@ function sandboxConfig(spec) {
   // its own cgroup (cgroup namespace), read-only: a sandbox reads its limits there
   mounts.push({ destination: "/sys/fs/cgroup", type: "cgroup", source: "cgroup", options: ["nosuid", "noexec", "nodev", "relatime", "ro"] });
   for (const [name, file] of Object.entries(spec.etcFiles || {})) {
-    mounts.push({ destination: `/etc/${name}`, type: "bind", source: file, options: ["rbind", "ro", "nosuid", "nodev", "noexec"] });
+    // the sandbox's own copies: its root may edit them, unless its root is read-only
+    mounts.push({ destination: `/etc/${name}`, type: "bind", source: file, options: ["rbind", spec.readonlyRoot ? "ro" : "rw", "nosuid", "nodev", "noexec"] });
   }
   for (const b of spec.binds || []) {
     mounts.push({ destination: b.dst, type: "bind", source: b.src, options: ["rbind", "nosuid", "nodev", b.ro ? "ro" : "rw"] });

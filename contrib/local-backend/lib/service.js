@@ -150,7 +150,7 @@ function makeService(m) {
       };
       const out = acc(child.stdout);
       const err = acc(child.stderr);
-      const onAbort = () => child.kill("SIGKILL");
+      const onAbort = () => child.killCommand();
       ctx.signal.addEventListener("abort", onAbort);
       let r;
       try {
@@ -194,7 +194,7 @@ function makeService(m) {
         q.push({ kind: "exit", r });
         q.close();
       });
-      const onAbort = () => child.kill("SIGKILL");
+      const onAbort = () => child.killCommand();
       ctx.signal.addEventListener("abort", onAbort);
       // Requests after init: stdin, resize, close. Read them alongside the output.
       let inputError = null;
@@ -254,7 +254,7 @@ function makeService(m) {
         }
       } finally {
         ctx.signal.removeEventListener("abort", onAbort);
-        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+        child.killCommand();
         await closed;
         pump.catch(() => {});
       }

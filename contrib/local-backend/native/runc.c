@@ -7,6 +7,10 @@
  * to the container process itself (runc cannot forward SIGKILL), relay a
  * terminal when the process has one, and exit with runc's status. When runc
  * fails before the process exists, its reason is the last error in its JSON log.
+ *
+ * runc hands a terminal to a console socket only when it detaches, so an exec
+ * with a terminal runs `runc exec -d`: we are a child subreaper, the process
+ * becomes our child when runc leaves, and we wait for it instead of runc.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -17,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -210,7 +215,7 @@ static void last_error(const char *log, char *out, size_t size)
 static int console_listen(const char *path)
 {
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 
 	if (s < 0 || strlen(path) >= sizeof(a.sun_path))
 		die("console socket %s: %s", path, s < 0 ? strerror(errno) : "path too long");
@@ -245,7 +250,7 @@ int do_runc(int argc, char **argv)
 	const char *pid_file = NULL, *log = NULL, *console = NULL;
 	struct winsize ws = { .ws_row = 24, .ws_col = 80 };
 	struct sigaction sa;
-	int i, exec_mode = 0, lsock = -1, master = -1, st;
+	int i, exec_mode = 0, detached = 0, lsock = -1, master = -1, st;
 
 	for (i = 0; i < argc; i++) {
 		const char *a = argv[i];
@@ -276,6 +281,9 @@ int do_runc(int argc, char **argv)
 	if (i >= argc || !pid_file || !log)
 		die("usage: runc --pid-file F --log F [--exec] [--console SOCK WxH] -- RUNC ARGS...");
 	argv += i;
+	for (int k = 0; argv[k]; k++)
+		if (!strcmp(argv[k], "--detach"))
+			detached = 1;
 	if (console)
 		lsock = console_listen(console);
 
@@ -289,6 +297,8 @@ int do_runc(int argc, char **argv)
 	sigaction(SIGUSR2, &sa, NULL);
 	sa.sa_handler = on_sigchld;
 	sigaction(SIGCHLD, &sa, NULL);
+	if (detached && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+		die("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
 
 	runtime_pid = fork();
 	if (runtime_pid < 0)
@@ -311,6 +321,17 @@ int do_runc(int argc, char **argv)
 		if (waitpid(runtime_pid, &st, WNOHANG) == runtime_pid) {
 			char why[1024];
 			p = read_pid_file(pid_file);
+			if (detached && p > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+				/* runc left the process to us; its terminal is queued */
+				if (master < 0)
+					master = console_receive(lsock);
+				if (master < 0)
+					die("runc started the process but sent no terminal");
+				ioctl(master, TIOCSWINSZ, &ws);
+				process_pid = p;
+				runtime_pid = p;
+				break;
+			}
 			if (p > 0) {
 				/* it started and already ended */
 				report("PID %d", (int)p);
@@ -340,6 +361,12 @@ int do_runc(int argc, char **argv)
 	if (lsock >= 0) {
 		close(lsock);
 		unlink(console);
+	}
+	if (detached && runtime_pid != process_pid) {
+		/* runc leaves once the process runs; from then on we wait for it */
+		while (waitpid(runtime_pid, &st, 0) < 0 && errno == EINTR)
+			;
+		runtime_pid = process_pid;
 	}
 	report("PID %d", (int)process_pid);
 	report("READY");

@@ -54,7 +54,7 @@ start=$(date +%s)
 work=$(mktemp -d /var/tmp/cwsb-base.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 say "mmdebstrap bookworm from $(printf '%s\n' "${sources[@]}" | cut -d' ' -f2 | sort -u | tr '\n' ' ')..."
-mmdebstrap --quiet --variant=minbase --include=python3,python-is-python3,ca-certificates \
+mmdebstrap --quiet --variant=minbase --include=python3,python-is-python3,ca-certificates,procps \
     "${aptopts[@]}" bookworm "$work/rootfs.tar" "${sources[@]}" ||
     die "mmdebstrap failed"
 

@@ -84,7 +84,7 @@ for (const kind of h.KINDS) {
     test("exec: missing command binary exits 127", async () => {
       const r = await c.exec({ sandboxId: sb.sandboxId, command: ["/no/such/binary"] });
       assert.equal(r.exitCode, 127);
-      assert.match(Buffer.from(r.stderr).toString(), /No such file/);
+      assert.match(Buffer.from(r.stderr).toString(), /no such file/i);
     });
 
     test("exec: errors", async () => {
@@ -249,11 +249,16 @@ for (const kind of h.KINDS) {
         { volumes: [{ name: "work", source: { case: "scratch", value: { size: "1Gi" } } }] },
         { volumeMounts: [{ volume: "work", mountPath: "/mnt/work" }] },
       );
-      await c.exec({ sandboxId: s.sandboxId, command: ["sh", "-c", "echo vol > /mnt/work/v.txt; mkdir -p /mnt/work/d; echo deep > /mnt/work/d/e; echo root > /opt/r.txt"] });
-      const volSnap = await c.createFileSystemSnapshot({ sandboxId: s.sandboxId, scratchVolumeName: "work", requestId: "snap-1" });
-      const again = await c.createFileSystemSnapshot({ sandboxId: s.sandboxId, scratchVolumeName: "work", requestId: "snap-1" });
+      await c.exec({ sandboxId: s.sandboxId, command: ["sh", "-c", "echo vol > /mnt/work/v.txt; mkdir -p /mnt/work/d; echo deep > /mnt/work/d/e"] });
+      const volSnap = await c.createFileSystemSnapshot({ sandboxId: s.sandboxId, scratchVolumeName: "work", requestId: `snap-1-${kind}` });
+      const again = await c.createFileSystemSnapshot({ sandboxId: s.sandboxId, scratchVolumeName: "work", requestId: `snap-1-${kind}` });
       assert.equal(again.fileSystemSnapshotId, volSnap.fileSystemSnapshotId);
-      const rootSnap = await c.createFileSystemSnapshot({ sandboxId: s.sandboxId });
+      // no name, one scratch volume: that volume (what the official clients send)
+      const single = await c.createFileSystemSnapshot({ sandboxId: s.sandboxId });
+      // no name, no volume: the root layer
+      const plain = await h.newSandbox(c);
+      await c.exec({ sandboxId: plain.sandboxId, command: ["sh", "-c", "echo root > /opt/r.txt"] });
+      const rootSnap = await c.createFileSystemSnapshot({ sandboxId: plain.sandboxId });
       const ready = async (id) => {
         for (let i = 0; i < 200; i++) {
           const g = await c.getFileSystemSnapshot({ fileSystemSnapshotId: id });
@@ -268,8 +273,10 @@ for (const kind of h.KINDS) {
       assert.equal(v.sourceVolumeName, "work");
       assert.ok(v.completeTime);
       await ready(rootSnap.fileSystemSnapshotId);
+      assert.equal((await ready(single.fileSystemSnapshotId)).sourceVolumeName, "work");
       const l = await c.listFileSystemSnapshots({ sourceSandboxId: s.sandboxId });
       assert.equal(l.fileSystemSnapshots.length, 2);
+      await c.deleteSandbox({ sandboxId: plain.sandboxId });
       await rejects(c.createFileSystemSnapshot({ sandboxId: s.sandboxId, scratchVolumeName: "none" }), "InvalidArgument");
 
       // restore both into fresh volumes of a new sandbox
@@ -279,12 +286,13 @@ for (const kind of h.KINDS) {
           volumes: [
             { name: "a", source: { case: "scratch", value: { restoreFromSnapshotId: volSnap.fileSystemSnapshotId } } },
             { name: "b", source: { case: "scratch", value: { restoreFromSnapshotId: rootSnap.fileSystemSnapshotId } } },
+            { name: "c", source: { case: "scratch", value: { restoreFromSnapshotId: single.fileSystemSnapshotId } } },
           ],
         },
-        { volumeMounts: [{ volume: "a", mountPath: "/restored" }, { volume: "b", mountPath: "/rootcopy", readOnly: true }] },
+        { volumeMounts: [{ volume: "a", mountPath: "/restored" }, { volume: "b", mountPath: "/rootcopy", readOnly: true }, { volume: "c", mountPath: "/single" }] },
       );
-      const out = await c.exec({ sandboxId: r.sandboxId, command: ["sh", "-c", "cat /restored/v.txt /restored/d/e /rootcopy/opt/r.txt; touch /rootcopy/x 2>/dev/null || echo ro"] });
-      assert.equal(Buffer.from(out.stdout).toString(), "vol\ndeep\nroot\nro\n");
+      const out = await c.exec({ sandboxId: r.sandboxId, command: ["sh", "-c", "cat /restored/v.txt /restored/d/e /rootcopy/opt/r.txt /single/v.txt; touch /rootcopy/x 2>/dev/null || echo ro"] });
+      assert.equal(Buffer.from(out.stdout).toString(), "vol\ndeep\nroot\nvol\nro\n");
 
       // snapshot on delete
       const d = await c.deleteSandbox({ sandboxId: s.sandboxId, snapshotVolumes: ["work"] });

@@ -76,7 +76,8 @@ test("host files stay out of reach: a canary outside the image cannot be read fr
   const canary = path.join(canaryDir, "canary");
   const r = await run(`cat ${canary} 2>&1; cat /etc/shadow 2>/dev/null | grep -c '^root:' ; ls ${srv.stateDir} 2>&1; true`);
   assert.doesNotMatch(out(r), /host canary/);
-  await run(`mkdir -p /work && ln -sfn ${canary} /work/to-canary && ln -sfn ${canaryDir} /work/to-dir && ln -sfn ../../../../../../../../${canaryDir} /work/climb`);
+  // the sandbox has a directory of the same path as the host's: links must reach that one
+  await run(`mkdir -p /work ${canaryDir} && ln -sfn ${canary} /work/to-canary && ln -sfn ${canaryDir} /work/to-dir && ln -sfn ../../../../../../../../${canaryDir} /work/climb`);
   for (const p of ["/work/to-canary", "/work/to-dir/canary", "/work/climb/canary"]) {
     await assert.rejects(c.readFile({ sandboxId: sb.sandboxId, path: p }), (e) => h.errorInfo(e).reason === "CWSANDBOX_FILE_NOT_FOUND", p);
   }

@@ -12,6 +12,7 @@ const SERVER = path.join(__dirname, "..", "server.js");
 
 async function startServer(extraArgs = [], { listen = "127.0.0.1:0" } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cwsb-test-"));
+  fs.chmodSync(dir, 0o711);
   const stateDir = path.join(dir, "state");
   const addrFile = path.join(dir, "addr");
   const proc = spawn(process.execPath, [SERVER, "--listen", listen, "--state-dir", stateDir, "--address-file", addrFile, ...(process.env.CWSB_VERBOSE ? [] : ["--quiet"]), ...extraArgs], {

@@ -168,12 +168,14 @@ describe("lifecycle", () => {
   });
 });
 
-describe("images directory", () => {
-  let srv, c, images;
+describe("images from an OCI layout", () => {
+  let srv, c, work, store;
   before(async () => {
-    // A tiny image: dash and the C library, nothing else.
-    images = fs.mkdtempSync(path.join(os.tmpdir(), "cwsb-images-"));
-    const root = path.join(images, "local_tiny_1");
+    // A tiny image made here: dash, sleep and the C library, packed by umoci as an
+    // OCI layout, imported into a store of its own.
+    work = fs.mkdtempSync(path.join(os.tmpdir(), "cwsb-images-"));
+    store = path.join(work, "store");
+    const root = path.join(work, "rootfs");
     const sh = fs.realpathSync("/bin/sh");
     const sleep = fs.realpathSync("/bin/sleep");
     const libs = [...execFileSync("ldd", [sh, sleep]).toString().matchAll(/(\/[^\s:]+) \(0x/g)].map((m) => m[1]);
@@ -191,23 +193,32 @@ describe("images directory", () => {
       fs.chmodSync(path.join(root, "bin", name), 0o755);
     }
     fs.writeFileSync(path.join(root, "marker"), "tiny image\n");
-    srv = await h.startServer(["--images-dir", images]);
+    execFileSync("tar", ["-C", root, "-cf", path.join(work, "layer.tar"), "."]);
+    const layout = path.join(work, "layout");
+    execFileSync("umoci", ["init", "--layout", layout]);
+    execFileSync("umoci", ["new", "--image", `${layout}:tiny`]);
+    execFileSync("umoci", ["raw", "add-layer", "--image", `${layout}:tiny`, path.join(work, "layer.tar")]);
+    execFileSync(process.execPath, [path.join(__dirname, "..", "image.js"), "--store", store, "import", `oci:${layout}:tiny`, "local/tiny:1"]);
+    srv = await h.startServer(["--image-store", store]);
     c = h.client(srv.url, "connect-binary");
   });
   after(async () => {
     await srv.stop();
-    fs.rmSync(images, { recursive: true, force: true });
+    fs.rmSync(work, { recursive: true, force: true });
   });
 
-  test("an image with a directory runs on it; others on the host's root", async () => {
+  test("an imported image runs, read-only underneath; an image the store lacks fails the sandbox, naming it", async () => {
     const tiny = await h.newSandbox(c, {}, { image: "local/tiny:1" });
     assert.equal(tiny.status.state, State.RUNNING);
     const r = await c.exec({ sandboxId: tiny.sandboxId, command: ["/bin/sh", "-c", "read l < /marker; echo $l; [ -e /usr/bin/python3 ] && echo python || echo no-python"] });
     assert.equal(out(r), "tiny image\nno-python\n");
     await c.writeFile({ sandboxId: tiny.sandboxId, path: "/new.txt", content: Buffer.from("n") });
-    assert.equal(fs.existsSync(path.join(images, "local_tiny_1", "new.txt")), false, "the image stays read-only");
-    const host = await h.newSandbox(c, {}, { image: "python:3.11" });
-    const p = await c.exec({ sandboxId: host.sandboxId, command: ["python3", "-c", "print(6*7)"] });
-    assert.equal(out(p), "42\n");
+    const rootfs = fs.readdirSync(path.join(store, "rootfs"));
+    assert.equal(rootfs.length, 1);
+    assert.equal(fs.existsSync(path.join(store, "rootfs", rootfs[0], "new.txt")), false, "the image stays read-only");
+    // never the host's root: an image that is nowhere is a failed sandbox
+    const missing = await h.newSandbox(c, {}, { image: "127.0.0.1:1/nowhere:1" });
+    assert.equal(missing.status.state, State.FAILED);
+    assert.match(missing.status.stateReason, /127\.0\.0\.1:1\/nowhere:1/);
   });
 });
