@@ -342,6 +342,37 @@ async function main() {
       if (fs.readFileSync(pidFile, "utf8").trim() === String(process.pid)) fs.rmSync(pidFile, { force: true });
     } catch {}
   };
+  // From here a signal stops cleanly, also while the manager is still starting.
+  let stateDir = null,
+    createdStateDir = false;
+  let stopping = false;
+  const stop = async (why) => {
+    if (stopping) return;
+    stopping = true;
+    logLine(`${why}: stopping every sandbox`);
+    server.close();
+    shutdown.abort(new ConnectError("server shutting down", Code.Unavailable));
+    if (manager) await manager.shutdown().catch((e) => logLine(`shutdown: ${e.message}`));
+    for (const s of sockets) s.destroy();
+    removeSocket();
+    removePidFile();
+    // (only if it is still ours: a new server may have taken the name)
+    if (opts.addressFile) {
+      const cur = await fsp.readFile(opts.addressFile, "utf8").catch(() => "");
+      if (cur.trim() === address) await fsp.rm(opts.addressFile, { force: true });
+    }
+    if (createdStateDir && stateDir) await fsp.rm(stateDir, { recursive: true, force: true });
+    process.exit(0);
+  };
+  process.on("uncaughtException", (e) => {
+    logLine(`internal error: ${e.stack || e}`);
+    stop("internal error");
+  });
+  process.on("SIGPIPE", () => {});
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGHUP", () => stop("SIGHUP"));
+
   const failStart = async (msg, stateDir, created) => {
     logLine(msg);
     server.close();
@@ -352,8 +383,8 @@ async function main() {
     process.exit(1);
   };
 
-  const stateDir = path.resolve(opts.stateDir || L.defaultStateDir());
-  const createdStateDir = !fs.existsSync(stateDir);
+  stateDir = path.resolve(opts.stateDir || L.defaultStateDir());
+  createdStateDir = !fs.existsSync(stateDir);
   try {
     await fsp.mkdir(stateDir, { recursive: true, mode: 0o700 });
   } catch (e) {
@@ -376,6 +407,7 @@ async function main() {
   } catch (e) {
     await failStart(e.message, stateDir, createdStateDir);
   }
+  if (stopping) return; // a signal came during the start: stop() finishes the exit
   rpc = connectNodeAdapter({
     routes: (router) => router.service(SandboxService, makeService(manager)),
     interceptors: [interceptor],
@@ -398,34 +430,6 @@ async function main() {
   }
   process.stdout.write(`cwsandbox-local listening on ${address}\n`);
   if (pidFile) logLine(`pid ${process.pid} (${pidFile}), state in ${stateDir}${opts.idleExit ? `, exits after ${opts.idleExit} s idle` : ""}`);
-
-  let stopping = false;
-  const stop = async (why) => {
-    if (stopping) return;
-    stopping = true;
-    logLine(`${why}: stopping every sandbox`);
-    server.close();
-    shutdown.abort(new ConnectError("server shutting down", Code.Unavailable));
-    await manager.shutdown().catch((e) => logLine(`shutdown: ${e.message}`));
-    for (const s of sockets) s.destroy();
-    removeSocket();
-    removePidFile();
-    // (only if it is still ours: a new server may have taken the name)
-    if (opts.addressFile) {
-      const cur = await fsp.readFile(opts.addressFile, "utf8").catch(() => "");
-      if (cur.trim() === address) await fsp.rm(opts.addressFile, { force: true });
-    }
-    if (createdStateDir) await fsp.rm(stateDir, { recursive: true, force: true });
-    process.exit(0);
-  };
-  process.on("uncaughtException", (e) => {
-    logLine(`internal error: ${e.stack || e}`);
-    stop("internal error");
-  });
-  process.on("SIGPIPE", () => {});
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGHUP", () => stop("SIGHUP"));
 
   // --idle-exit: a backend cwsfs started goes away once nothing uses it. Busy = a
   // sandbox that has not ended, or any open client connection (a mount holds one).
