@@ -1,17 +1,22 @@
-/* backend.h - the bundled local backend (contrib/local-backend): a node process that
- * serves the Sandbox API on one machine. main starts it when no endpoint and no
- * credentials are configured, and stops it after unmount.
+/* backend.h - the bundled local backend (contrib/local-backend): a long-lived node
+ * service private to the user, shared by every mount, that keeps its sandboxes when a
+ * mount ends (DESIGN.md, "Removing").
  *
- * The process runs `node DIR/server.js --listen unix:RUNDIR/backend.sock
- * --state-dir RUNDIR/state --address-file RUNDIR/address` (or --listen 127.0.0.1:0
- * when the socket path would be too long) in its own process group, so a Ctrl-C on
- * the terminal reaches cwsfs, which unmounts and then stops the backend. Its stdout
- * and stderr go to RUNDIR/backend.log; its stdin is a pipe that reaches EOF when cwsfs
- * exits, however it exits, so the backend can notice that it was orphaned. RUNDIR is
- * a fresh private directory (mode 0700) made under the base directory.
+ * It listens on a well-known unix socket: $CWSB_SOCKET, else
+ * /run/cwsandbox-local/api.sock for root, else $XDG_RUNTIME_DIR/cwsandbox-local/api.sock
+ * (the same rule as the backend's own default). The socket is 0600 in a 0700
+ * directory that also holds its pid file (backend.pid) and the log of a backend cwsfs
+ * started (backend.log). When nothing answers there, cwsfs starts it detached (its own
+ * session, stdin /dev/null, output appended to the log, --idle-exit as asked) and
+ * waits until it answers; a lock file in that directory keeps two mounts starting at
+ * once from starting two backends. cwsfs never stops it: it exits by itself after its
+ * idle time with no live sandbox and no client, or on SIGTERM.
  *
- * All functions are for the main thread only. The handle survives fuse_daemonize():
- * the backend then is no longer our child, and backend_stop waits through a pidfd. */
+ * While a mount lives, it holds one idle connection to the backend, so an idle
+ * backend does not leave under a mount that has no sandbox yet.
+ *
+ * All functions are for the main thread, before any other thread runs (a start
+ * forks). The handle survives fuse_daemonize(). */
 #ifndef CWSFS_BACKEND_H
 #define CWSFS_BACKEND_H
 
@@ -19,8 +24,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#define BACKEND_START_TIMEOUT_MS 15000
-#define BACKEND_STOP_TIMEOUT_MS 10000
+#define BACKEND_START_TIMEOUT_MS 60000
+#define BACKEND_IDLE_DEFAULT_S 300
 
 struct backend;
 
@@ -28,14 +33,12 @@ struct backend_options {
     /* The backend directory (holding server.js and node_modules). NULL: the
      * CWSFS_LOCAL_BACKEND environment variable, else the installed copy
      * (CWSFS_BACKEND_INSTALL_DIR) if it has server.js, else the source tree's
-     * (CWSFS_BACKEND_SRC_DIR). */
+     * (CWSFS_BACKEND_SRC_DIR). Only looked at when the backend must be started. */
     const char *dir;
-    /* Where RUNDIR is made. NULL: $XDG_RUNTIME_DIR, else /tmp. */
-    const char *base_dir;
-    int tcp;               /* listen on 127.0.0.1:0 rather than a Unix socket */
+    long idle_exit_s;      /* --idle-exit of a backend we start; 0 = never */
     long start_timeout_ms; /* 0 = BACKEND_START_TIMEOUT_MS */
-    /* When non-NULL and it becomes non-zero (a signal handler sets it), the start
-     * gives up with -EINTR. */
+    /* When non-NULL and it becomes non-zero (a signal handler sets it), the wait
+     * gives up with -EINTR (a backend already started keeps running). */
     const volatile sig_atomic_t *cancel;
 };
 
@@ -44,30 +47,31 @@ struct backend_options {
  * Returns 0 or -errno with err set to a sentence for the user. */
 int backend_find_dir(const char *dir, char *out, size_t outlen, char *err, size_t errlen);
 
-/* Start the backend and wait until it wrote its address file. On success *out is a
- * running backend (free it with backend_stop). On failure nothing is left running and
- * err says why: node missing, no server.js, no node_modules (run `npm ci`), the
- * process exited early (with the last lines of its log), or it did not get ready in
- * time. Returns 0 or -errno. */
-int backend_start(const struct backend_options *opts, struct backend **out, char *err,
-                  size_t errlen);
+/* The well-known socket path (see above) into out. Returns 0, or -errno with err set:
+ * no XDG_RUNTIME_DIR for a user other than root, or a path too long for a unix
+ * socket (never a fallback to TCP). */
+int backend_socket_path(char *out, size_t outlen, char *err, size_t errlen);
 
-/* Where it listens, for people: "unix:/run/user/1000/cwsfs-backend-x/backend.sock"
- * or "http://127.0.0.1:43121". */
+/* Use the backend at the well-known socket, starting it when nothing answers there.
+ * On success *out holds the connection this mount keeps (free with backend_release).
+ * On failure err says why: an unsafe socket directory, node missing, no server.js, no
+ * node_modules (run `npm ci`), the backend exited before it answered (with the last
+ * lines of its log), or it did not answer in time. Returns 0 or -errno. */
+int backend_connect(const struct backend_options *opts, struct backend **out, char *err,
+                    size_t errlen);
+
+/* "unix:/run/cwsandbox-local/api.sock", for people. */
 const char *backend_url(const struct backend *be);
-/* For api_config: base_url ("http://localhost" with a socket) and unix_socket (NULL
- * over TCP). */
+/* For api_config: "http://localhost" and the socket's path. */
 const char *backend_base_url(const struct backend *be);
 const char *backend_unix_socket(const struct backend *be);
-const char *backend_state_dir(const struct backend *be);
+/* The log a backend started by cwsfs writes (it may not exist for one started by hand). */
 const char *backend_log_path(const struct backend *be);
-pid_t backend_pid(const struct backend *be);
+/* The pid of the backend this call started, or 0 when it was already running. */
+pid_t backend_started_pid(const struct backend *be);
 
-/* SIGTERM the backend's process group and wait for the backend to exit (SIGKILL after
- * BACKEND_STOP_TIMEOUT_MS). On a clean exit the run directory is removed (its state
- * directory only if the backend emptied it); otherwise the log is kept and named in
- * the log. Frees be. Returns 0, -ETIMEDOUT when it had to be killed, or -EIO when it
- * exited with a failure status. NULL is a no-op. */
-int backend_stop(struct backend *be);
+/* Close this mount's connection to the backend and free be. The backend keeps
+ * running (and its sandboxes with it). NULL is a no-op. */
+void backend_release(struct backend *be);
 
 #endif

@@ -1,14 +1,12 @@
-/* backend.c - start and stop the bundled local backend (see backend.h).
+/* backend.c - find the bundled local backend at its well-known socket, or start it
+ * there (see backend.h).
  *
- * The backend is a node program; cwsfs only spawns it, waits for the address file
- * it writes once it listens, and stops it after unmount. Failures to start are the
- * most common first-run problem (no node, no `npm ci`), so each gets its own
- * sentence, and an early exit quotes the end of the backend's own log.
- *
- * Waiting for the exit works both while the backend is our child (cwsfs -f) and
- * after fuse_daemonize() forked us away from it: waitpid while it is our child, then a
- * pidfd, which becomes readable when the process ends whoever reaps it; kill(pid, 0)
- * is the fallback on kernels without pidfd_open. */
+ * The backend is a node program; cwsfs starts it detached (double fork: it is never
+ * our child, so it neither dies with the mount nor becomes a zombie of it), waits
+ * until it answers GET /_local/health on the socket, and leaves it running at
+ * unmount. Failures to start are the most common first-run problem (no node, no
+ * `npm ci`), so each gets its own sentence, and an early exit quotes the end of the
+ * backend's log. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -18,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -26,7 +26,6 @@
 #include <unistd.h>
 
 #include "backend.h"
-#include "log.h"
 
 #ifndef CWSFS_BACKEND_SRC_DIR
 #define CWSFS_BACKEND_SRC_DIR ""
@@ -35,27 +34,20 @@
 #define CWSFS_BACKEND_INSTALL_DIR ""
 #endif
 
-#define BACKEND_POLL_MS 50
+#define BACKEND_POLL_MS 100
+#define BACKEND_PROBE_MS 1000 /* one health check; a backend still starting holds it */
 #define BACKEND_TAIL_BYTES 4096
 #define BACKEND_TAIL_LINES 12
-#define BACKEND_ADDRESS_MAX 4096
-#define PIDFD_UNTRIED (-2)
-#define PIDFD_NONE (-1) /* the kernel has no pidfd_open */
+#define SOCKET_NAME "api.sock"
 
 extern char **environ;
 
 struct backend {
-    pid_t pid;
-    int pidfd;    /* opened once the backend is no longer our child; or PIDFD_* */
-    int lifeline; /* write end of the backend's stdin; closed when we exit */
-    char *run_dir;
-    char *sock_path; /* NULL over TCP */
-    char *address_path;
-    char *state_dir;
+    char *sock_path;
     char *log_path;
     char *url;
-    char *base_url;
-    char *unix_socket;
+    pid_t started_pid; /* 0: it was already running */
+    int hold;          /* this mount's idle connection; keeps an idle backend up */
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -222,400 +214,418 @@ static void append_log_tail(const char *log_path, char *err, size_t errlen)
     }
 }
 
-static void backend_free(struct backend *be)
+int backend_socket_path(char *out, size_t outlen, char *err, size_t errlen)
 {
-    if (!be)
-        return;
-    if (be->pidfd >= 0)
-        close(be->pidfd);
-    if (be->lifeline >= 0)
-        close(be->lifeline);
-    free(be->run_dir);
-    free(be->sock_path);
-    free(be->address_path);
-    free(be->state_dir);
-    free(be->log_path);
-    free(be->url);
-    free(be->base_url);
-    free(be->unix_socket);
-    free(be);
-}
-
-/* Wait up to timeout_ms for the backend to exit. Returns 1 when it exited (with
- * *status filled and *have_status = 1 if it was our child and we reaped it), 0 on
- * timeout. */
-static int wait_exit(struct backend *be, long timeout_ms, int *status, int *have_status)
-{
-    long deadline = now_ms() + timeout_ms;
-
-    *have_status = 0;
-    for (;;) {
-        pid_t r = waitpid(be->pid, status, WNOHANG);
-        long left;
-
-        if (r == be->pid) {
-            *have_status = 1;
-            return 1;
-        }
-        if (r < 0 && errno != EINTR) {
-            /* Not our child any more (we daemonized): ask a pidfd, which sees the exit
-             * whoever reaps it, or else the kernel. Opened only now, so runs that stay
-             * our parent (cwsfs -f, under valgrind too) never need the syscall. */
-            if (be->pidfd == PIDFD_UNTRIED) {
-                be->pidfd = (int)syscall(SYS_pidfd_open, be->pid, 0);
-                if (be->pidfd < 0)
-                    be->pidfd = PIDFD_NONE;
-            }
-            if (be->pidfd >= 0) {
-                struct pollfd pfd = {.fd = be->pidfd, .events = POLLIN};
-
-                if (poll(&pfd, 1, 0) > 0)
-                    return 1;
-            } else if (kill(be->pid, 0) < 0 && errno == ESRCH) {
-                return 1;
-            }
-        }
-        left = deadline - now_ms();
-        if (left <= 0)
-            return 0;
-        if (left > BACKEND_POLL_MS)
-            left = BACKEND_POLL_MS;
-        if (be->pidfd >= 0) {
-            struct pollfd pfd = {.fd = be->pidfd, .events = POLLIN};
-
-            poll(&pfd, 1, (int)left);
-        } else {
-            sleep_ms(left);
-        }
-    }
-}
-
-static void signal_group(const struct backend *be, int sig)
-{
-    if (kill(-be->pid, sig) < 0)
-        kill(be->pid, sig);
-}
-
-/* Used when a start fails: stop the process at once, keep the run directory (its log
- * explains the failure). */
-static void kill_and_reap(struct backend *be)
-{
-    int status, have;
-
-    signal_group(be, SIGTERM);
-    if (!wait_exit(be, 2000, &status, &have)) {
-        signal_group(be, SIGKILL);
-        wait_exit(be, 2000, &status, &have);
-    }
-}
-
-/* Parse the address file's first line into url / base_url / unix_socket. Accepted:
- * unix:PATH, /PATH, http://HOST:PORT, https://..., HOST:PORT. */
-static int parse_address(struct backend *be, char *text)
-{
-    char *end = strchr(text, '\n');
-    size_t len;
-
-    if (end)
-        *end = '\0';
-    len = strlen(text);
-    while (len > 0 && (text[len - 1] == '\r' || text[len - 1] == ' ' || text[len - 1] == '\t'))
-        text[--len] = '\0';
-    while (*text == ' ' || *text == '\t')
-        text++;
-    if (strncmp(text, "unix:", 5) == 0 || text[0] == '/') {
-        const char *path = text[0] == '/' ? text : text + 5;
-        struct sockaddr_un sun;
-
-        if (path[0] != '/' || strlen(path) >= sizeof(sun.sun_path))
-            return -EPROTO;
-        be->unix_socket = strdup(path);
-        if (!be->unix_socket)
-            return -ENOMEM;
-        be->base_url = strdup("http://localhost");
-        if (asprintf(&be->url, "unix:%s", path) < 0)
-            be->url = NULL;
-    } else if (strncmp(text, "http://", 7) == 0 || strncmp(text, "https://", 8) == 0) {
-        be->base_url = strdup(text);
-        be->url = strdup(text);
-    } else if (text[0] && strchr(text, ':') && !strchr(text, '/')) {
-        if (asprintf(&be->base_url, "http://%s", text) < 0)
-            be->base_url = NULL;
-        be->url = be->base_url ? strdup(be->base_url) : NULL;
-    } else {
-        return -EPROTO;
-    }
-    if (!be->base_url || !be->url)
-        return -ENOMEM;
-    return 0;
-}
-
-/* The address file once it is complete: a newline ends it, or the same text two
- * polls in a row (a writer that omits the newline). 1 = ready, 0 = not yet. */
-static int read_address(struct backend *be, char *prev, size_t prevlen, char *text, size_t textlen)
-{
-    ssize_t n;
-    int fd;
-
-    fd = open(be->address_path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    n = read(fd, text, textlen - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    text[n] = '\0';
-    if (strchr(text, '\n') || strcmp(text, prev) == 0)
-        return 1;
-    snprintf(prev, prevlen, "%s", text);
-    return 0;
-}
-
-static int make_run_dir(const struct backend_options *opts, struct backend *be, char *err,
-                        size_t errlen)
-{
-    const char *base = opts->base_dir;
     struct sockaddr_un sun;
-    char *tmpl = NULL;
+    const char *env = getenv("CWSB_SOCKET");
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    char cwd[PATH_MAX];
+    int n;
+
+    if (env && env[0] == '/') {
+        n = snprintf(out, outlen, "%s", env);
+    } else if (env && env[0]) { /* relative: as node's path.resolve */
+        if (!getcwd(cwd, sizeof(cwd)))
+            return -errno;
+        n = snprintf(out, outlen, "%s/%s", cwd, env);
+    } else if (geteuid() == 0) {
+        n = snprintf(out, outlen, "/run/cwsandbox-local/" SOCKET_NAME);
+    } else if (xdg && xdg[0] == '/') {
+        n = snprintf(out, outlen, "%s/cwsandbox-local/" SOCKET_NAME, xdg);
+    } else {
+        set_err(err, errlen,
+                "XDG_RUNTIME_DIR is not set, so the local backend has no private place for "
+                "its socket: set CWSB_SOCKET=PATH (or give -o endpoint= and credentials)");
+        return -ENOENT;
+    }
+    if (n < 0 || (size_t)n >= outlen || (size_t)n >= sizeof(sun.sun_path)) {
+        set_err(err, errlen,
+                "the local backend's socket path %.300s%s is longer than a unix socket can "
+                "have (%zu bytes): set CWSB_SOCKET to a shorter path",
+                out, (size_t)n >= outlen ? "..." : "", sizeof(sun.sun_path) - 1);
+        return -ENAMETOOLONG;
+    }
+    return 0;
+}
+
+/* The socket's directory: made 0700 when missing; an existing one must be ours and
+ * closed to group and others (the backend refuses anything else too). */
+static int private_dir(const char *dir, char *err, size_t errlen)
+{
+    struct stat st;
     int e;
 
-    if (!base) {
-        base = getenv("XDG_RUNTIME_DIR");
-        if (!base || base[0] != '/' || !is_dir(base) || access(base, W_OK) != 0)
-            base = "/tmp";
-    }
-    if (asprintf(&tmpl, "%s/cwsfs-backend-XXXXXX", base) < 0)
-        return -ENOMEM;
-    if (!mkdtemp(tmpl)) {
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
         e = errno;
-        set_err(err, errlen, "cannot make a run directory for the local backend in %s: %s", base,
-                strerror(e));
-        free(tmpl);
+        set_err(err, errlen, "cannot make the local backend's directory %s: %s", dir, strerror(e));
         return -e;
     }
-    be->run_dir = tmpl;
-    if (asprintf(&be->address_path, "%s/address", tmpl) < 0)
-        be->address_path = NULL;
-    if (asprintf(&be->state_dir, "%s/state", tmpl) < 0)
-        be->state_dir = NULL;
-    if (asprintf(&be->log_path, "%s/backend.log", tmpl) < 0)
-        be->log_path = NULL;
-    if (!be->address_path || !be->state_dir || !be->log_path)
-        return -ENOMEM;
-    if (!opts->tcp && strlen(tmpl) + sizeof("/backend.sock") <= sizeof(sun.sun_path)) {
-        if (asprintf(&be->sock_path, "%s/backend.sock", tmpl) < 0) {
-            be->sock_path = NULL;
-            return -ENOMEM;
-        }
+    if (lstat(dir, &st) < 0) {
+        e = errno;
+        set_err(err, errlen, "%s: %s", dir, strerror(e));
+        return -e;
     }
-    /* The backend makes the state directory itself: one it made, it also removes. */
+    if (!S_ISDIR(st.st_mode)) {
+        set_err(err, errlen, "%s (the local backend's directory) is not a directory", dir);
+        return -ENOTDIR;
+    }
+    if (st.st_uid != geteuid()) {
+        set_err(err, errlen,
+                "%s belongs to uid %u, not to this user: not using the local "
+                "backend there (set CWSB_SOCKET)",
+                dir, (unsigned)st.st_uid);
+        return -EACCES;
+    }
+    if (st.st_mode & 077) {
+        set_err(err, errlen, "%s is open to group or others (mode %03o): chmod 700 it", dir,
+                (unsigned)(st.st_mode & 0777));
+        return -EACCES;
+    }
     return 0;
 }
 
-static int spawn_node(struct backend *be, const char *dir, char *err, size_t errlen)
+static int connect_unix(const char *path)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int fd;
+
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        int e = errno;
+
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+/* 1 when the backend answers GET /_local/health within BACKEND_PROBE_MS, else 0. A
+ * backend still starting accepts and answers once it is ready; one that is not
+ * there refuses at once. */
+static int healthy(const char *path)
+{
+    static const char req[] = "GET /_local/health HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    char buf[64];
+    size_t got = 0;
+    long deadline = now_ms() + BACKEND_PROBE_MS;
+    int fd = connect_unix(path), ok = 0;
+
+    if (fd < 0)
+        return 0;
+    if (send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(req) - 1))
+        goto out;
+    while (got < sizeof(buf) - 1) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        long left = deadline - now_ms();
+        ssize_t n;
+
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+            break;
+        n = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    buf[got] = '\0';
+    ok = strncmp(buf, "HTTP/1.", 7) == 0 && strncmp(buf + 8, " 200", 4) == 0;
+out:
+    close(fd);
+    return ok;
+}
+
+static int process_gone(pid_t pid, int *pidfd)
+{
+    if (*pidfd >= 0) {
+        struct pollfd pfd = {.fd = *pidfd, .events = POLLIN};
+
+        return poll(&pfd, 1, 0) > 0;
+    }
+    return kill(pid, 0) < 0 && errno == ESRCH;
+}
+
+/* Start `node DIR/server.js [--idle-exit S]` detached: an intermediate child makes a
+ * new session and spawns it, then exits, so init adopts the backend. stdin is
+ * /dev/null, stdout and stderr append to log_path, cwd is /. The backend computes the
+ * same socket from the same environment; a key cwsfs's environment may hold for it
+ * is dropped: the private socket is its access control. *pid is the backend's. */
+static int spawn_detached(const char *dir, const char *log_path, long idle_s, pid_t *pid, char *err,
+                          size_t errlen)
 {
     static const int reset_signals[] = {SIGHUP,  SIGINT,  SIGQUIT, SIGTERM,
                                         SIGPIPE, SIGCHLD, SIGUSR1, SIGUSR2};
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    char server[PATH_MAX], listen_arg[PATH_MAX + 8];
-    char *argv[9];
-    int lifeline[2] = {-1, -1};
-    int logfd = -1, rc, fa_ok = 0, attr_ok = 0;
-    sigset_t sigs;
-    size_t i;
+    char server[PATH_MAX], idle[32];
+    char *argv[6];
+    struct {
+        int err;
+        pid_t pid;
+    } res = {0, 0};
+    int pfd[2], status, argc = 0;
+    pid_t mid;
+    ssize_t n;
 
     if ((size_t)snprintf(server, sizeof(server), "%s/server.js", dir) >= sizeof(server))
         return -ENAMETOOLONG;
-    if (be->sock_path)
-        snprintf(listen_arg, sizeof(listen_arg), "unix:%s", be->sock_path);
-    else
-        snprintf(listen_arg, sizeof(listen_arg), "127.0.0.1:0");
-    argv[0] = "node";
-    argv[1] = server;
-    argv[2] = "--listen";
-    argv[3] = listen_arg;
-    argv[4] = "--state-dir";
-    argv[5] = be->state_dir;
-    argv[6] = "--address-file";
-    argv[7] = be->address_path;
-    argv[8] = NULL;
-
-    logfd = open(be->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
-    if (logfd < 0) {
-        rc = -errno;
-        set_err(err, errlen, "cannot open %s: %s", be->log_path, strerror(-rc));
-        goto out;
+    snprintf(idle, sizeof(idle), "%ld", idle_s);
+    argv[argc++] = "node";
+    argv[argc++] = server;
+    if (idle_s > 0) {
+        argv[argc++] = "--idle-exit";
+        argv[argc++] = idle;
     }
-    if (pipe2(lifeline, O_CLOEXEC) < 0) {
-        rc = -errno;
-        goto out;
-    }
-    rc = -posix_spawn_file_actions_init(&fa);
-    if (rc)
-        goto out;
-    fa_ok = 1;
-    rc = -posix_spawnattr_init(&attr);
-    if (rc)
-        goto out;
-    attr_ok = 1;
-    /* dup2 clears close-on-exec on the copies; the originals stay close-on-exec. */
-    rc = -posix_spawn_file_actions_adddup2(&fa, lifeline[0], STDIN_FILENO);
-    if (!rc)
-        rc = -posix_spawn_file_actions_adddup2(&fa, logfd, STDOUT_FILENO);
-    if (!rc)
-        rc = -posix_spawn_file_actions_adddup2(&fa, logfd, STDERR_FILENO);
-    /* Its own process group: the terminal's Ctrl-C is for cwsfs, which unmounts
-     * first and then stops the backend. Signals start unblocked and at default. */
-    if (!rc)
-        rc = -posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                                  POSIX_SPAWN_SETSIGDEF);
-    if (!rc)
-        rc = -posix_spawnattr_setpgroup(&attr, 0);
-    sigemptyset(&sigs);
-    if (!rc)
-        rc = -posix_spawnattr_setsigmask(&attr, &sigs);
-    for (i = 0; i < sizeof(reset_signals) / sizeof(reset_signals[0]); i++)
-        sigaddset(&sigs, reset_signals[i]);
-    if (!rc)
-        rc = -posix_spawnattr_setsigdefault(&attr, &sigs);
-    if (rc)
-        goto out;
+    argv[argc] = NULL;
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return -errno;
+    mid = fork();
+    if (mid < 0) {
+        int e = errno;
 
-    rc = -posix_spawnp(&be->pid, "node", &fa, &attr, argv, environ);
-    if (rc == -ENOENT) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return -e;
+    }
+    if (mid == 0) {
+        posix_spawn_file_actions_t fa;
+        posix_spawnattr_t attr;
+        sigset_t sigs;
+        size_t i;
+        int rc;
+
+        close(pfd[0]);
+        unsetenv("CWSB_API_KEY");
+        rc = posix_spawn_file_actions_init(&fa);
+        if (!rc)
+            rc = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+        if (!rc)
+            rc = posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log_path,
+                                                  O_WRONLY | O_CREAT | O_APPEND | O_NOCTTY, 0600);
+        if (!rc)
+            rc = posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
+        if (!rc)
+            rc = posix_spawnattr_init(&attr);
+        /* Its own session: no terminal's Ctrl-C or hangup reaches it. Signals start
+         * unblocked and at their defaults. */
+        if (!rc)
+            rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+                                                     POSIX_SPAWN_SETSIGDEF);
+        sigemptyset(&sigs);
+        if (!rc)
+            rc = posix_spawnattr_setsigmask(&attr, &sigs);
+        for (i = 0; i < sizeof(reset_signals) / sizeof(reset_signals[0]); i++)
+            sigaddset(&sigs, reset_signals[i]);
+        if (!rc)
+            rc = posix_spawnattr_setsigdefault(&attr, &sigs);
+        if (!rc && chdir("/") < 0) /* never keep a mount or a directory busy */
+            rc = errno;
+        if (!rc)
+            rc = posix_spawnp(&res.pid, "node", &fa, &attr, argv, environ);
+        res.err = rc;
+        if (write(pfd[1], &res, sizeof(res)) < 0)
+            _exit(1);
+        _exit(0);
+    }
+    close(pfd[1]);
+    do
+        n = read(pfd[0], &res, sizeof(res));
+    while (n < 0 && errno == EINTR);
+    close(pfd[0]);
+    while (waitpid(mid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (n != (ssize_t)sizeof(res))
+        return -EIO;
+    if (res.err == ENOENT) {
         set_err(err, errlen,
                 "the local backend needs node, which is not in PATH: install "
-                "Node.js 18 or newer (or give -o endpoint= and credentials)");
-        goto out;
+                "Node.js 20 or newer (or give -o endpoint= and credentials)");
+        return -ENOENT;
     }
-    if (rc) {
-        set_err(err, errlen, "cannot run node: %s", strerror(-rc));
-        goto out;
+    if (res.err) {
+        set_err(err, errlen, "cannot start the local backend (node %s): %s", server,
+                strerror(res.err));
+        return -res.err;
     }
-    be->lifeline = lifeline[1];
-    lifeline[1] = -1;
-out:
-    if (fa_ok)
-        posix_spawn_file_actions_destroy(&fa);
-    if (attr_ok)
-        posix_spawnattr_destroy(&attr);
-    if (lifeline[0] >= 0)
-        close(lifeline[0]);
-    if (lifeline[1] >= 0)
-        close(lifeline[1]);
-    if (logfd >= 0)
-        close(logfd);
-    return rc;
+    *pid = res.pid;
+    return 0;
 }
 
-/* Wait for the address file, watching for an early exit, a timeout and cancel. */
-static int wait_ready(struct backend *be, const struct backend_options *opts, char *err,
+/* Take the start lock (flock on DIR/start.lock), waiting while another cwsfs starts
+ * the backend. Returns the locked fd or -errno. */
+static int start_lock(const char *dir, long deadline, const struct backend_options *opts, char *err,
                       size_t errlen)
 {
-    long timeout = opts->start_timeout_ms > 0 ? opts->start_timeout_ms : BACKEND_START_TIMEOUT_MS;
-    long deadline = now_ms() + timeout;
-    char prev[BACKEND_ADDRESS_MAX] = "", text[BACKEND_ADDRESS_MAX];
-    int status, rc;
+    char path[PATH_MAX];
+    int fd, e;
 
-    for (;;) {
-        if (read_address(be, prev, sizeof(prev), text, sizeof(text))) {
-            rc = parse_address(be, text);
-            if (rc == -EPROTO)
-                set_err(err, errlen,
-                        "the local backend wrote an address cwsfs does not "
-                        "understand to %s: %.200s",
-                        be->address_path, text);
-            if (rc < 0)
-                kill_and_reap(be);
-            return rc;
-        }
-        if (waitpid(be->pid, &status, WNOHANG) == be->pid) {
-            if (WIFEXITED(status))
-                set_err(err, errlen,
-                        "the local backend exited with status %d before it was "
-                        "ready (log: %s):",
-                        WEXITSTATUS(status), be->log_path);
-            else
-                set_err(err, errlen,
-                        "the local backend was killed by signal %d before it was "
-                        "ready (log: %s):",
-                        WTERMSIG(status), be->log_path);
-            append_log_tail(be->log_path, err, errlen);
-            return -ECHILD;
+    if ((size_t)snprintf(path, sizeof(path), "%s/start.lock", dir) >= sizeof(path))
+        return -ENAMETOOLONG;
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        e = errno;
+        set_err(err, errlen, "cannot open %s: %s", path, strerror(e));
+        return -e;
+    }
+    while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        if (errno != EWOULDBLOCK && errno != EINTR) {
+            e = errno;
+            close(fd);
+            set_err(err, errlen, "cannot lock %s: %s", path, strerror(e));
+            return -e;
         }
         if (opts->cancel && *opts->cancel) {
-            set_err(err, errlen, "interrupted while the local backend was starting");
-            kill_and_reap(be);
+            close(fd);
+            set_err(err, errlen, "interrupted while another cwsfs was starting the local backend");
             return -EINTR;
         }
         if (now_ms() >= deadline) {
-            set_err(err, errlen, "the local backend did not get ready within %ld s (log: %s):",
-                    (timeout + 999) / 1000, be->log_path);
-            append_log_tail(be->log_path, err, errlen);
-            kill_and_reap(be);
+            close(fd);
+            set_err(err, errlen,
+                    "another cwsfs has been starting the local backend for too "
+                    "long (%s is locked)",
+                    path);
             return -ETIMEDOUT;
         }
         sleep_ms(BACKEND_POLL_MS);
     }
+    return fd;
 }
 
-int backend_start(const struct backend_options *opts, struct backend **out, char *err,
-                  size_t errlen)
+/* Wait until the socket answers, watching for the backend's exit, a timeout and cancel. */
+static int wait_ready(struct backend *be, long timeout_ms, const struct backend_options *opts,
+                      char *err, size_t errlen)
+{
+    long deadline = now_ms() + timeout_ms;
+    int pidfd = (int)syscall(SYS_pidfd_open, be->started_pid, 0);
+    int rc = 0;
+
+    for (;;) {
+        if (healthy(be->sock_path))
+            break;
+        /* (it may have left because another one took the socket: asked once more) */
+        if (process_gone(be->started_pid, &pidfd) && !healthy(be->sock_path)) {
+            set_err(err, errlen,
+                    "the local backend (pid %d) exited before it answered on %s (log: %s):",
+                    (int)be->started_pid, be->sock_path, be->log_path);
+            append_log_tail(be->log_path, err, errlen);
+            rc = -ECHILD;
+            break;
+        }
+        if (opts->cancel && *opts->cancel) {
+            set_err(err, errlen,
+                    "interrupted while the local backend was starting (it goes "
+                    "on starting; log: %s)",
+                    be->log_path);
+            rc = -EINTR;
+            break;
+        }
+        if (now_ms() >= deadline) {
+            set_err(err, errlen,
+                    "the local backend (pid %d) did not answer on %s within %ld s "
+                    "(log: %s):",
+                    (int)be->started_pid, be->sock_path, (timeout_ms + 999) / 1000, be->log_path);
+            append_log_tail(be->log_path, err, errlen);
+            rc = -ETIMEDOUT;
+            break;
+        }
+        sleep_ms(BACKEND_POLL_MS);
+    }
+    if (pidfd >= 0)
+        close(pidfd);
+    return rc;
+}
+
+void backend_release(struct backend *be)
+{
+    if (!be)
+        return;
+    if (be->hold >= 0)
+        close(be->hold);
+    free(be->sock_path);
+    free(be->log_path);
+    free(be->url);
+    free(be);
+}
+
+int backend_connect(const struct backend_options *opts, struct backend **out, char *err,
+                    size_t errlen)
 {
     static const struct backend_options defaults;
-    char dir[PATH_MAX];
+    char sock[PATH_MAX], dir[PATH_MAX], bdir[PATH_MAX];
     struct backend *be = NULL;
-    int rc;
+    long timeout, deadline;
+    int lock = -1, rc;
+    char *slash;
 
     *out = NULL;
     if (err && errlen)
         err[0] = '\0';
     if (!opts)
         opts = &defaults;
-    rc = backend_find_dir(opts->dir, dir, sizeof(dir), err, errlen);
+    timeout = opts->start_timeout_ms > 0 ? opts->start_timeout_ms : BACKEND_START_TIMEOUT_MS;
+    deadline = now_ms() + timeout;
+    rc = backend_socket_path(sock, sizeof(sock), err, errlen);
+    if (rc < 0)
+        return rc;
+    snprintf(dir, sizeof(dir), "%s", sock);
+    slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    rc = private_dir(dir, err, errlen);
     if (rc < 0)
         return rc;
     rc = -ENOMEM;
     be = calloc(1, sizeof(*be));
     if (!be)
         goto out;
-    be->pid = -1;
-    be->pidfd = PIDFD_UNTRIED;
-    be->lifeline = -1;
-    rc = make_run_dir(opts, be, err, errlen);
-    if (rc < 0)
+    be->hold = -1;
+    be->sock_path = strdup(sock);
+    if (asprintf(&be->log_path, "%s/backend.log", dir) < 0)
+        be->log_path = NULL;
+    if (asprintf(&be->url, "unix:%s", sock) < 0)
+        be->url = NULL;
+    if (!be->sock_path || !be->log_path || !be->url)
         goto out;
-    rc = spawn_node(be, dir, err, errlen);
-    if (rc < 0)
-        goto out;
-    rc = wait_ready(be, opts, err, errlen);
-    if (rc < 0)
-        goto out;
-    *out = be;
-    be = NULL;
-out:
-    if (rc == -ENOMEM && err && errlen && !err[0])
-        set_err(err, errlen, "out of memory starting the local backend");
-    else if (rc < 0 && err && errlen && !err[0])
-        set_err(err, errlen, "cannot start the local backend: %s", strerror(-rc));
-    if (be && be->run_dir) {
-        /* Keep the run directory only when err sends people to its log. */
-        int keep_log = be->pid >= 0 && (rc == -ECHILD || rc == -ETIMEDOUT);
 
-        if (be->address_path)
-            unlink(be->address_path);
-        if (be->sock_path)
-            unlink(be->sock_path);
-        if (be->state_dir)
-            rmdir(be->state_dir);
-        if (!keep_log) {
-            if (be->log_path)
-                unlink(be->log_path);
-            rmdir(be->run_dir);
+    if (!healthy(sock)) {
+        /* One starter at a time; whoever waited finds it running. */
+        lock = start_lock(dir, deadline, opts, err, errlen);
+        if (lock < 0) {
+            rc = lock;
+            goto out;
+        }
+        if (!healthy(sock)) {
+            rc = backend_find_dir(opts->dir, bdir, sizeof(bdir), err, errlen);
+            if (rc < 0)
+                goto out;
+            rc = spawn_detached(bdir, be->log_path, opts->idle_exit_s, &be->started_pid, err,
+                                errlen);
+            if (rc < 0)
+                goto out;
+            rc = wait_ready(be, deadline - now_ms() > 0 ? deadline - now_ms() : 1, opts, err,
+                            errlen);
+            if (rc < 0)
+                goto out;
         }
     }
-    backend_free(be);
+    /* This mount's connection: the backend counts it as a client while we live. */
+    be->hold = connect_unix(sock);
+    if (be->hold < 0) {
+        rc = be->hold;
+        set_err(err, errlen, "cannot connect to the local backend at %s: %s", sock, strerror(-rc));
+        goto out;
+    }
+    *out = be;
+    be = NULL;
+    rc = 0;
+out:
+    if (lock >= 0)
+        close(lock); /* releases the flock */
+    if (rc == -ENOMEM && err && errlen && !err[0])
+        set_err(err, errlen, "out of memory finding the local backend");
+    backend_release(be);
     return rc;
 }
 
@@ -626,17 +636,13 @@ const char *backend_url(const struct backend *be)
 
 const char *backend_base_url(const struct backend *be)
 {
-    return be->base_url;
+    (void)be;
+    return "http://localhost";
 }
 
 const char *backend_unix_socket(const struct backend *be)
 {
-    return be->unix_socket;
-}
-
-const char *backend_state_dir(const struct backend *be)
-{
-    return be->state_dir;
+    return be->sock_path;
 }
 
 const char *backend_log_path(const struct backend *be)
@@ -644,43 +650,7 @@ const char *backend_log_path(const struct backend *be)
     return be->log_path;
 }
 
-pid_t backend_pid(const struct backend *be)
+pid_t backend_started_pid(const struct backend *be)
 {
-    return be->pid;
-}
-
-int backend_stop(struct backend *be)
-{
-    int status = 0, have_status = 0, rc = 0;
-
-    if (!be)
-        return 0;
-    signal_group(be, SIGTERM);
-    if (!wait_exit(be, BACKEND_STOP_TIMEOUT_MS, &status, &have_status)) {
-        log_warn("local backend (pid %d) did not stop within %d s; killing it", (int)be->pid,
-                 BACKEND_STOP_TIMEOUT_MS / 1000);
-        signal_group(be, SIGKILL);
-        wait_exit(be, 2000, &status, &have_status);
-        rc = -ETIMEDOUT;
-    } else if (have_status && !(WIFEXITED(status) && WEXITSTATUS(status) == 0) &&
-               !(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM)) {
-        if (WIFEXITED(status))
-            log_warn("local backend exited with status %d (log: %s)", WEXITSTATUS(status),
-                     be->log_path);
-        else
-            log_warn("local backend was killed by signal %d (log: %s)", WTERMSIG(status),
-                     be->log_path);
-        rc = -EIO;
-    }
-    unlink(be->address_path);
-    if (be->sock_path)
-        unlink(be->sock_path);
-    if (rmdir(be->state_dir) < 0 && errno != ENOENT)
-        log_info("the local backend's state stays in %s", be->state_dir);
-    if (rc == 0) {
-        unlink(be->log_path);
-        rmdir(be->run_dir); /* fails, harmlessly, when state was kept */
-    }
-    backend_free(be);
-    return rc;
+    return be->started_pid;
 }

@@ -8,12 +8,12 @@
  *
  * fuse_daemonize() forks, and threads do not survive a fork: the API client used for
  * the check is shut down before daemonizing and started again in the daemon, just
- * before the loop. The local backend is a separate process and survives the fork;
- * backend_stop copes with it no longer being our child.
+ * before the loop. The local backend is a long-lived service of its own (backend.h):
+ * found or started here, never stopped by cwsfs; the mount only holds a connection.
  *
  * Until libfuse's signal handlers are installed (just before mounting), SIGINT,
  * SIGTERM and SIGHUP only set a flag that the start-up waits watch, so a Ctrl-C
- * during start-up still stops the local backend instead of orphaning it. */
+ * during start-up ends it cleanly. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -52,6 +52,7 @@ struct cmd_opts {
     char *api_key_file;
     char *spool;
     char *backend;
+    char *backend_idle;
     char *image;
     char *command;
     char *lifetime;
@@ -93,6 +94,7 @@ static const struct fuse_opt option_spec[] = {
     CWSFS_OPT("cleanup", cleanup, 1),
     CWSFS_OPT("spool=%s", spool, 0),
     CWSFS_OPT("backend=%s", backend, 0),
+    CWSFS_OPT("backend_idle=%s", backend_idle, 0),
     CWSFS_OPT("image=%s", image, 0),
     CWSFS_OPT("command=%s", command, 0),
     CWSFS_OPT("lifetime=%s", lifetime, 0),
@@ -154,7 +156,9 @@ static void usage(const char *prog)
            "Service and credentials (default: as the official clients read them from\n"
            "CWSANDBOX_BASE_URL, CWSANDBOX_API_KEY, WANDB_SANDBOX_BASE_URL, WANDB_API_KEY or\n"
            "~/.netrc, WANDB_ENTITY, WANDB_PROJECT; with none set, the bundled local backend\n"
-           "is started):\n"
+           "at $CWSB_SOCKET, else /run/cwsandbox-local/api.sock (root) or\n"
+           "$XDG_RUNTIME_DIR/cwsandbox-local/api.sock, started there when absent; it keeps\n"
+           "its sandboxes across mounts and logs to backend.log beside its socket):\n"
            "    -o endpoint=URL        service base URL: http://HOST[:PORT], https://HOST[:PORT]\n"
            "                           or unix:PATH\n"
            "    -o auth=MODE           cwsandbox (Bearer key), wandb (W&B headers) or none\n"
@@ -165,6 +169,8 @@ static void usage(const char *prog)
            "                           file transfers, commands and stops get 300 s)\n"
            "    -o backend=DIR         local backend directory (default $CWSFS_LOCAL_BACKEND,\n"
            "                           then the installed copy, then the source tree's)\n"
+           "    -o backend_idle=S      a local backend cwsfs starts exits after S seconds with\n"
+           "                           no live sandbox and no mount (default %d; 0 = never)\n"
            "\n"
            "Defaults for the sandboxes this mount creates:\n"
            "    -o image=REF           container image (default python:3.11)\n"
@@ -189,7 +195,7 @@ static void usage(const char *prog)
            "comment=..., x-...; a first argument before MOUNTPOINT names the source.\n"
            "\n"
            "FUSE options:\n",
-           prog, prog, prog, DEFAULT_UNARY_TIMEOUT_MS);
+           prog, prog, prog, DEFAULT_UNARY_TIMEOUT_MS, BACKEND_IDLE_DEFAULT_S);
     fflush(stdout);
 }
 
@@ -282,6 +288,7 @@ static void opts_free(struct cmd_opts *o)
     free(o->api_key_file);
     free(o->spool);
     free(o->backend);
+    free(o->backend_idle);
     free(o->image);
     free(o->command);
     free(o->lifetime);
@@ -405,12 +412,16 @@ static int absolute_dir(const char *name, char **value, int need_write)
 }
 
 /* Check the options and fill the fs options and the API timeout from them. */
-static int validate(struct cmd_opts *o, struct fs_options *fo, long *timeout_ms)
+static int validate(struct cmd_opts *o, struct fs_options *fo, long *timeout_ms, long *idle_s)
 {
     size_t i;
 
     memset(fo, 0, sizeof(*fo));
     *timeout_ms = 0;
+    *idle_s = BACKEND_IDLE_DEFAULT_S;
+    if (o->backend_idle &&
+        parse_number("backend_idle=", o->backend_idle, 0, 365L * 24 * 3600, idle_s) < 0)
+        return -EINVAL;
     if (o->lifetime &&
         parse_number("lifetime=", o->lifetime, 1, 365L * 24 * 3600, &fo->lifetime) < 0)
         return -EINVAL;
@@ -707,7 +718,7 @@ int main(int argc, char *argv[])
     struct fuse_session *se = NULL;
     char mountpoint[PATH_MAX], where[PATH_MAX + 16], err[4096];
     int api_up = 0, fs_up = 0, handlers = 0, mounted = 0;
-    long timeout_ms = 0;
+    long timeout_ms = 0, idle_s = 0;
     int ret = 1, rc;
 
     memset(&o, 0, sizeof(o));
@@ -747,7 +758,7 @@ int main(int argc, char *argv[])
         fprintf(stderr, "cwsfs: bad mountpoint %s: %s\n", o.nonopt[o.nnonopt - 1], strerror(errno));
         goto out;
     }
-    if (validate(&o, &fs_opts, &timeout_ms) < 0)
+    if (validate(&o, &fs_opts, &timeout_ms, &idle_s) < 0)
         goto out;
     if (check_fuse_options(&args) < 0)
         goto out;
@@ -764,17 +775,23 @@ int main(int argc, char *argv[])
     if (cfg.use_local_backend) {
         memset(&bo, 0, sizeof(bo));
         bo.dir = o.backend;
-        bo.base_dir = o.spool;
+        bo.idle_exit_s = idle_s;
         bo.cancel = &startup_signal;
-        rc = backend_start(&bo, &be, err, sizeof(err));
+        rc = backend_connect(&bo, &be, err, sizeof(err));
         if (rc < 0) {
             fprintf(stderr, "cwsfs: %s\n", err);
             goto out;
         }
-        fprintf(stderr,
-                "cwsfs: no endpoint or credentials set; started the local backend at %s "
-                "(state in %s)\n",
-                backend_url(be), backend_state_dir(be));
+        if (backend_started_pid(be))
+            fprintf(stderr,
+                    "cwsfs: no endpoint or credentials set; started the local backend at %s "
+                    "(pid %d, log %s; it outlives this mount)\n",
+                    backend_url(be), (int)backend_started_pid(be), backend_log_path(be));
+        else
+            fprintf(stderr,
+                    "cwsfs: no endpoint or credentials set; using the local backend at %s "
+                    "(log %s)\n",
+                    backend_url(be), backend_log_path(be));
         if (use_backend(&cfg, be) < 0)
             goto out;
     }
@@ -872,8 +889,8 @@ out:
         fs_free();
     if (se)
         fuse_session_destroy(se);
-    if (be)
-        backend_stop(be);
+    /* The backend keeps running, with its sandboxes (-o cleanup stopped ours). */
+    backend_release(be);
     startup_signals(0);
     config_free(&cfg);
     opts_free(&o);

@@ -10,11 +10,19 @@ const http2 = require("node:http2");
 const path = require("node:path");
 const { connectNodeAdapter } = require("@connectrpc/connect-node");
 
-const USAGE = `usage: server.js --listen HOST:PORT|unix:PATH --state-dir DIR [options]
-  --listen ADDR          HOST:PORT (port 0 picks a free one) or unix:PATH
-  --state-dir DIR        where sandbox layers, volumes and snapshots live
-  --api-key KEY          require "Authorization: Bearer KEY" or "x-wandb-api-key: KEY"
-  --image-store DIR      the OCI image store (default $CWSB_IMAGE_STORE or /var/lib/cwsandbox-local/images)
+const USAGE = `usage: server.js [--listen HOST:PORT|unix:PATH] [--state-dir DIR] [options]
+  --listen ADDR          HOST:PORT (port 0 picks a free one) or unix:PATH; default the
+                         private socket $CWSB_SOCKET, else /run/cwsandbox-local/api.sock
+                         (root) or $XDG_RUNTIME_DIR/cwsandbox-local/api.sock
+  --state-dir DIR        where sandbox layers, volumes and snapshots live; default
+                         $CWSB_STATE_DIR, else /var/lib/cwsandbox-local/state (root) or
+                         $XDG_STATE_HOME/cwsandbox-local
+  --api-key-file FILE    require the key in FILE (mode 0600; else $CWSB_API_KEY) as
+                         "Authorization: Bearer KEY" or "x-wandb-api-key: KEY"
+  --idle-exit S          exit after S seconds with no live sandbox and no client
+                         connection (default 0: never)
+  --image-store DIR      the OCI image store (default $CWSB_IMAGE_STORE or
+                         /var/lib/cwsandbox-local/images)
   --address-file FILE    write the URL there (atomically) once listening
   --default-lifetime S   maxLifetimeSeconds when a spec sets none (3600)
   --max-lifetime S       upper bound of maxLifetimeSeconds (86400)
@@ -48,7 +56,14 @@ function parseArgs(argv) {
         o.stateDir = need();
         break;
       case "--api-key":
-        o.apiKey = need();
+        die("--api-key is refused: a key on the command line is visible to every user (ps); put it in a file only you can read and give --api-key-file FILE, or set CWSB_API_KEY");
+        break;
+      case "--api-key-file":
+        o.apiKeyFile = need();
+        break;
+      case "--idle-exit":
+        o.idleExit = Number(need());
+        if (!Number.isInteger(o.idleExit) || o.idleExit < 0) die(`--idle-exit takes whole seconds (got ${val ?? argv[i]})`);
         break;
       case "--image-store":
         o.imageStore = need();
@@ -86,8 +101,6 @@ function parseArgs(argv) {
         die(`unknown argument ${a}\n${USAGE}`);
     }
   }
-  if (!o.listen) die(`--listen is required\n${USAGE}`);
-  if (!o.stateDir) die(`--state-dir is required\n${USAGE}`);
   return o;
 }
 
@@ -130,36 +143,38 @@ async function main() {
   process.stdout.on("error", () => {});
   process.stderr.on("error", () => {});
   const opts = parseArgs(process.argv.slice(2));
+  const L = require("./lib/listen");
+  const { makeGate, dropUnreadAfterAnswer, BODY_MAX } = require("./lib/gate");
+  let apiKey;
+  try {
+    apiKey = L.readApiKey(opts.apiKeyFile);
+  } catch (e) {
+    die(e.message);
+  }
+  // Without --listen: the well-known private socket, in a 0700 directory, with a pid
+  // file beside it (cwsfs finds the backend there and starts it when absent).
+  let sockPath = null,
+    pidFile = null;
+  try {
+    if (!opts.listen) {
+      sockPath = L.defaultSocket();
+      L.checkSocketPath(sockPath);
+      L.privateDir(path.dirname(sockPath));
+      pidFile = path.join(path.dirname(sockPath), "backend.pid");
+    } else if (opts.listen.startsWith("unix:")) {
+      sockPath = path.resolve(opts.listen.slice(5));
+      L.checkSocketPath(sockPath);
+    }
+  } catch (e) {
+    die(e.message);
+  }
   ensureBuilt();
   // Loaded here so that --help works without a build.
   const { SandboxService } = require("./lib/schema");
-  const { Manager } = require("./lib/manager");
+  const { Manager, TERMINAL } = require("./lib/manager");
   const { makeService } = require("./lib/service");
-  const { E, ConnectError } = require("./lib/errors");
+  const { ConnectError } = require("./lib/errors");
   const { Code } = require("@connectrpc/connect");
-
-  const stateDir = path.resolve(opts.stateDir);
-  const createdStateDir = !fs.existsSync(stateDir);
-  await fsp.mkdir(stateDir, { recursive: true });
-
-  const manager = new Manager({
-    stateDir,
-    imageStore: opts.imageStore ? path.resolve(opts.imageStore) : undefined,
-    log: logLine,
-    defaultLifetime: opts.defaultLifetime,
-    maxLifetime: opts.maxLifetime,
-    defaultMemory: opts.defaultMemory,
-    defaultCpu: opts.defaultCpu,
-    pidsLimit: opts.pidsLimit,
-    maxSandboxes: opts.maxSandboxes,
-  });
-  try {
-    await manager.init();
-  } catch (e) {
-    logLine(e.message);
-    if (createdStateDir) await fsp.rm(stateDir, { recursive: true, force: true });
-    process.exit(1);
-  }
 
   // Calls per rpc since start.
   const calls = {};
@@ -181,13 +196,6 @@ async function main() {
       logLine(`call ${name} ${ce ? codeName(ce.code) : "ok"} ${ms.toFixed(1)}ms${ce ? " " + JSON.stringify(ce.rawMessage) : ""}`);
     };
     try {
-      if (opts.apiKey) {
-        const auth = req.header.get("authorization") || "";
-        const wandb = req.header.get("x-wandb-api-key") || "";
-        if (auth !== `Bearer ${opts.apiKey}` && wandb !== opts.apiKey) {
-          throw E.unauthenticated(auth || wandb ? "invalid API key" : "missing API key: send Authorization: Bearer <key> or x-wandb-api-key");
-        }
-      }
       const res = await next(req);
       if (!res.stream) {
         done();
@@ -212,17 +220,14 @@ async function main() {
     }
   };
 
+  // The manager exists once the listener holds the address (see below); calls that
+  // arrive before wait in `pending`.
+  let manager = null;
   const shutdown = new AbortController();
   // every call's signal listens to this one
   require("node:events").setMaxListeners(0, shutdown.signal);
-  const rpc = connectNodeAdapter({
-    routes: (router) => router.service(SandboxService, makeService(manager)),
-    interceptors: [interceptor],
-    jsonOptions: { ignoreUnknownFields: false },
-    contextValues: (req) => createContextValues().set(kCall, req.__cwCall),
-    readMaxBytes: 100 * 1024 * 1024,
-    shutdownSignal: shutdown.signal,
-  });
+  let rpc = null;
+  const gate = makeGate({ apiKey });
 
   const handler = (req, res) => {
     const url = req.url || "";
@@ -241,7 +246,7 @@ async function main() {
       return;
     }
     // Count every call, also those refused before they reach the service
-    // (malformed requests); log those here with their HTTP status.
+    // (malformed requests, no key); log those here with their HTTP status.
     const m = /^\/coreweave\.sandbox\.v1\.SandboxService\/([A-Za-z]+)(\?|$)/.exec(url);
     if (m && m[1] in calls) {
       calls[m[1]]++;
@@ -254,6 +259,8 @@ async function main() {
         logLine(`call ${m[1]} refused http=${res.statusCode} ${ms.toFixed(1)}ms`);
       });
     }
+    if (gate(req, res)) return;
+    dropUnreadAfterAnswer(req, res);
     rpc(req, res);
   };
 
@@ -272,10 +279,7 @@ async function main() {
   // One listener for HTTP/1.1 and h2c with prior knowledge: peek at the preface.
   // noDelay: streamed output is many small writes; Nagle would hold each one back
   // until the client's delayed ACK (tens of ms).
-  const server = net.createServer({ noDelay: true }, (sock) => {
-    sockets.add(sock);
-    sock.on("close", () => sockets.delete(sock));
-    sock.on("error", () => {});
+  const serve = (sock) => {
     let buf = Buffer.alloc(0);
     const onData = (d) => {
       buf = Buffer.concat([buf, d]);
@@ -289,45 +293,76 @@ async function main() {
       process.nextTick(() => sock.resume());
     };
     sock.on("data", onData);
+  };
+  // Connections accepted while the manager starts wait unread.
+  let pending = [];
+  const server = net.createServer({ noDelay: true, pauseOnConnect: true }, (sock) => {
+    sockets.add(sock);
+    lastBusy = Date.now();
+    sock.on("close", () => {
+      sockets.delete(sock);
+      lastBusy = Date.now();
+    });
+    sock.on("error", () => {});
+    if (pending) pending.push(sock);
+    else {
+      serve(sock);
+      sock.resume();
+    }
   });
 
-  let address;
-  if (opts.listen.startsWith("unix:")) {
-    const p = path.resolve(opts.listen.slice(5));
-    await fsp.rm(p, { force: true });
-    await new Promise((resolve, reject) => server.once("error", reject).listen(p, resolve));
-    address = `unix:${p}`;
-  } else {
-    const m = /^(.*):([0-9]+)$/.exec(opts.listen);
-    if (!m) die(`bad --listen ${opts.listen}`);
-    const host = m[1].replace(/^\[|\]$/g, "") || "127.0.0.1";
-    await new Promise((resolve, reject) => server.once("error", reject).listen(+m[2], host, resolve));
-    const a = server.address();
-    address = `http://${a.family === "IPv6" ? `[${a.address}]` : a.address}:${a.port}`;
+  // Claim the address first: a second backend on the same socket must refuse before
+  // it touches a state directory the first one uses.
+  let address, sockIno;
+  try {
+    if (sockPath) {
+      sockIno = await L.listenUnix(server, sockPath);
+      address = `unix:${sockPath}`;
+    } else {
+      const m = /^(.*):([0-9]+)$/.exec(opts.listen);
+      if (!m) die(`bad --listen ${opts.listen}`);
+      const host = m[1].replace(/^\[|\]$/g, "") || "127.0.0.1";
+      await new Promise((resolve, reject) => server.once("error", reject).listen(+m[2], host, resolve));
+      const a = server.address();
+      address = `http://${a.family === "IPv6" ? `[${a.address}]` : a.address}:${a.port}`;
+      if (!apiKey) logLine(`warning: listening on TCP ${address} without an API key: every local user, and every sandbox (they share the host's network), can create sandboxes here; prefer a unix socket or give --api-key-file`);
+    }
+  } catch (e) {
+    die(e.message);
   }
-  if (opts.addressFile) {
-    const tmp = `${opts.addressFile}.tmp.${process.pid}`;
-    await fsp.writeFile(tmp, address + "\n");
-    await fsp.rename(tmp, opts.addressFile);
-  }
-  process.stdout.write(`cwsandbox-local listening on ${address}\n`);
-
+  const removeSocket = () => {
+    if (!sockPath) return;
+    try {
+      if (fs.statSync(sockPath).ino === sockIno) fs.rmSync(sockPath, { force: true });
+    } catch {}
+  };
+  if (pidFile) fs.writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o600 });
+  const removePidFile = () => {
+    if (!pidFile) return;
+    try {
+      if (fs.readFileSync(pidFile, "utf8").trim() === String(process.pid)) fs.rmSync(pidFile, { force: true });
+    } catch {}
+  };
+  // From here a signal stops cleanly, also while the manager is still starting.
+  let stateDir = null,
+    createdStateDir = false;
   let stopping = false;
-  const stop = async (sig) => {
+  const stop = async (why) => {
     if (stopping) return;
     stopping = true;
-    logLine(`${sig}: stopping every sandbox`);
+    logLine(`${why}: stopping every sandbox`);
     server.close();
     shutdown.abort(new ConnectError("server shutting down", Code.Unavailable));
-    await manager.shutdown().catch((e) => logLine(`shutdown: ${e.message}`));
+    if (manager) await manager.shutdown().catch((e) => logLine(`shutdown: ${e.message}`));
     for (const s of sockets) s.destroy();
-    if (address.startsWith("unix:")) await fsp.rm(address.slice(5), { force: true });
+    removeSocket();
+    removePidFile();
     // (only if it is still ours: a new server may have taken the name)
     if (opts.addressFile) {
       const cur = await fsp.readFile(opts.addressFile, "utf8").catch(() => "");
       if (cur.trim() === address) await fsp.rm(opts.addressFile, { force: true });
     }
-    if (createdStateDir) await fsp.rm(stateDir, { recursive: true, force: true });
+    if (createdStateDir && stateDir) await fsp.rm(stateDir, { recursive: true, force: true });
     process.exit(0);
   };
   process.on("uncaughtException", (e) => {
@@ -338,7 +373,79 @@ async function main() {
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGHUP", () => stop("SIGHUP"));
+
+  const failStart = async (msg, stateDir, created) => {
+    logLine(msg);
+    server.close();
+    for (const s of sockets) s.destroy();
+    removeSocket();
+    removePidFile();
+    if (created) await fsp.rm(stateDir, { recursive: true, force: true });
+    process.exit(1);
+  };
+
+  stateDir = path.resolve(opts.stateDir || L.defaultStateDir());
+  createdStateDir = !fs.existsSync(stateDir);
+  try {
+    await fsp.mkdir(stateDir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    await failStart(`cannot make the state directory: ${e.message}`, stateDir, false);
+  }
+
+  manager = new Manager({
+    stateDir,
+    imageStore: opts.imageStore ? path.resolve(opts.imageStore) : undefined,
+    log: logLine,
+    defaultLifetime: opts.defaultLifetime,
+    maxLifetime: opts.maxLifetime,
+    defaultMemory: opts.defaultMemory,
+    defaultCpu: opts.defaultCpu,
+    pidsLimit: opts.pidsLimit,
+    maxSandboxes: opts.maxSandboxes,
+  });
+  try {
+    await manager.init();
+  } catch (e) {
+    await failStart(e.message, stateDir, createdStateDir);
+  }
+  if (stopping) return; // a signal came during the start: stop() finishes the exit
+  rpc = connectNodeAdapter({
+    routes: (router) => router.service(SandboxService, makeService(manager)),
+    interceptors: [interceptor],
+    jsonOptions: { ignoreUnknownFields: false },
+    contextValues: (req) => createContextValues().set(kCall, req.__cwCall),
+    // per message; the gate refuses a larger declared body before reading it
+    readMaxBytes: BODY_MAX,
+    shutdownSignal: shutdown.signal,
+  });
+  for (const sock of pending) {
+    serve(sock);
+    sock.resume();
+  }
+  pending = null;
+
+  if (opts.addressFile) {
+    const tmp = `${opts.addressFile}.tmp.${process.pid}`;
+    await fsp.writeFile(tmp, address + "\n");
+    await fsp.rename(tmp, opts.addressFile);
+  }
+  process.stdout.write(`cwsandbox-local listening on ${address}\n`);
+  if (pidFile) logLine(`pid ${process.pid} (${pidFile}), state in ${stateDir}${opts.idleExit ? `, exits after ${opts.idleExit} s idle` : ""}`);
+
+  // --idle-exit: a backend cwsfs started goes away once nothing uses it. Busy = a
+  // sandbox that has not ended, or any open client connection (a mount holds one).
+  if (opts.idleExit > 0) {
+    const tick = Math.min(1000, opts.idleExit * 250);
+    setInterval(() => {
+      let live = sockets.size > 0;
+      if (!live) for (const sb of manager.sandboxes.values()) if (!TERMINAL.has(sb.state)) live = true;
+      if (live) lastBusy = Date.now();
+      else if (Date.now() - lastBusy >= opts.idleExit * 1000) stop(`idle for ${opts.idleExit} s (no live sandbox, no client)`);
+    }, tick).unref();
+  }
 }
+
+let lastBusy = Date.now();
 
 main().catch((e) => {
   logLine(e.stack || String(e));

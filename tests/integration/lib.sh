@@ -65,6 +65,10 @@ unset CWSANDBOX_BASE_URL CWSANDBOX_API_KEY WANDB_SANDBOX_BASE_URL WANDB_API_KEY 
     WANDB_ENTITY WANDB_PROJECT WANDB_BASE_URL
 mkdir -p "$IT_WORK/home"
 export HOME=$IT_WORK/home
+# A mount with no endpoint finds (or starts) the bundled backend at a private socket
+# of this file, never at the machine's well-known one; it_backend_private_stop ends it.
+export CWSB_SOCKET=$IT_WORK/pb/api.sock CWSB_STATE_DIR=$IT_WORK/pb-state
+unset CWSB_API_KEY
 export LC_ALL=C.UTF-8
 
 # ---------------------------------------------------------------- output and asserts
@@ -337,6 +341,21 @@ it_backend_start() {
     case $IT_URL in http://127.0.0.1:*) ;; *) echo "FAIL: backend address $IT_URL is not loopback"; exit 1 ;; esac
 }
 
+# it_backend_private_stop: SIGTERM the bundled backend a mount started at
+# $CWSB_SOCKET (its pid file), wait for it; 0 when none ran or it exited.
+it_backend_private_stop() {
+    local pid i
+    pid=$(cat "${CWSB_SOCKET%/*}/backend.pid" 2>/dev/null) || return 0
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null
+    return 1
+}
+
 # it_backend_stop: SIGTERM, wait for its cleanup (it stops its sandboxes).
 it_backend_stop() {
     local i
@@ -494,6 +513,7 @@ _it_cleanup() {
     done
     _it_unmount_leftovers
     it_backend_stop
+    it_backend_private_stop
     # Whatever the cases left running (readers, fake servers).
     for p in $(ps -o pid= --ppid $$ 2>/dev/null); do
         kill_tree "$p" KILL

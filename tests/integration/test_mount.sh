@@ -195,33 +195,7 @@ case_mount_through_mount8() {
     fi
 }
 
-# No endpoint and no credentials: cwsfs starts the bundled local backend (on a unix
-# socket), says so, uses it, and stops it at unmount.
-case_no_endpoint_starts_local_backend() {
-    local m=$IT_WORK/mlocal pid be i dir
-    it_mount "$m" "" none
-    pid=${IT_MOUNT_PID[$m]}
-    assert_contains "$(cat "$IT_LAST_LOG")" "local backend" "what cwsfs says when it starts the local backend"
-    be=$(ps -o pid= --ppid "$pid" | head -n 1 | tr -d ' ')
-    [ -n "$be" ] || fail "no child process (the local backend) under the daemon"
-    assert_contains "$(tr '\0' ' ' <"/proc/$be/cmdline")" "server.js" "the daemon's child"
-    mksb local "$m"
-    ctl "$SB" 'exec echo from-the-bundled-backend'
-    assert_file_eq "$SB/stdout" $'from-the-bundled-backend\n'
-    dir=$(grep -o '/[^ ]*cwsfs-backend-[A-Za-z0-9]*' "$IT_LAST_LOG" | head -n 1)
-    it_unmount "$m" || fail "unmount"
-    for ((i = 0; i < 100 * IT_SCALE; i++)); do
-        kill -0 "$be" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$be" 2>/dev/null && fail "the local backend ($be) still runs 10 s after unmount"
-    # tidy the state it leaves (only a directory of that exact form)
-    [[ $dir =~ ^/[a-z/]*/cwsfs-backend-[A-Za-z0-9]+$ ]] && rm -rf --one-file-system "$dir"
-    return 0
-}
-
 it_case case_help_and_version
-it_case case_no_endpoint_starts_local_backend
 it_case case_bad_invocations_fail_clearly
 it_case case_unmount_with_streams_open
 it_case case_unmount_keeps_and_cleanup_stops

@@ -10,13 +10,17 @@ const { SandboxService, msg } = require("../lib/schema");
 
 const SERVER = path.join(__dirname, "..", "server.js");
 
-async function startServer(extraArgs = [], { listen = "127.0.0.1:0" } = {}) {
+// listen: null starts it without --listen (the well-known socket of env); env: added
+// to the server's environment.
+async function startServer(extraArgs = [], { listen = "127.0.0.1:0", env = {} } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cwsb-test-"));
   fs.chmodSync(dir, 0o711);
   const stateDir = path.join(dir, "state");
   const addrFile = path.join(dir, "addr");
-  const proc = spawn(process.execPath, [SERVER, "--listen", listen, "--state-dir", stateDir, "--address-file", addrFile, ...(process.env.CWSB_VERBOSE ? [] : ["--quiet"]), ...extraArgs], {
+  const args = [SERVER, ...(listen ? ["--listen", listen] : []), "--state-dir", stateDir, "--address-file", addrFile];
+  const proc = spawn(process.execPath, [...args, ...(process.env.CWSB_VERBOSE ? [] : ["--quiet"]), ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
   });
   let stderr = "";
   proc.stderr.on("data", (d) => (stderr += d));

@@ -163,7 +163,7 @@ describe("open server", () => {
 describe("api key", () => {
   let srv;
   before(async () => {
-    srv = await h.startServer(["--api-key", "s3cret"]);
+    srv = await h.startServer([], { env: { CWSB_API_KEY: "s3cret" } });
   });
   after(async () => {
     await srv.stop();
