@@ -7,7 +7,8 @@
   SIG: CHLD (a child that exits after DELAY s), or a name such as WINCH, INT, TERM:
        a child sends it to this process after DELAY s. A handler that returns is
        installed for it, as shells install theirs; with a leading "-" (-TERM) the
-       signal keeps its default action.
+       signal keeps its default action. A list (CHLD,INT) delivers the Nth signal
+       after N * DELAY s.
 
 The calls are made through libc, so an EINTR is seen as it is (Python's own os.read
 would retry it, PEP 475). Failures print "error ERRNO-NAME" and exit 1. The time the
@@ -24,16 +25,15 @@ import time
 def main():
     sig, delay, mode, path = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
     libc = ctypes.CDLL(None, use_errno=True)
-    default = sig.startswith("-")
-    signum = getattr(signal, "SIG" + sig.lstrip("-"))
-    if not default:
-        signal.signal(signum, lambda *_: None)  # caught, returns (no SA_RESTART)
-    pid = os.fork()
-    if pid == 0:
-        time.sleep(delay)
-        if signum != signal.SIGCHLD:
-            os.kill(os.getppid(), signum)
-        os._exit(0)
+    for i, name in enumerate(sig.split(",")):
+        signum = getattr(signal, "SIG" + name.lstrip("-"))
+        if not name.startswith("-"):
+            signal.signal(signum, lambda *_: None)  # caught, returns (no SA_RESTART)
+        if os.fork() == 0:
+            time.sleep(delay * (i + 1))
+            if signum != signal.SIGCHLD:
+                os.kill(os.getppid(), signum)
+            os._exit(0)
     t0 = time.monotonic()
     flags = os.O_RDONLY if mode == "read" else os.O_WRONLY | os.O_TRUNC
     fd = libc.open(path.encode(), flags)

@@ -87,10 +87,32 @@ case_fatal_signals_end_blocked_calls() {
     sigint_ends "cat of a stream" cat "$EX/stdout"
 }
 
+# The kernel sends one interrupt per request: a request that went on past a SIGCHLD
+# must still end when SIGINT or SIGKILL comes later.
+case_stop_signal_after_sigchld() {
+    mksb w5
+    ctl "$SB" "command sleep 60" start
+    assert_eq "error EINTR" "$(sigop CHLD,INT 0.5 write "$SB/ctl" wait)" "ctl wait: SIGCHLD, then SIGINT"
+    exec_bg 'sleep 60'
+    ends_within 10 "$IT_PY" "$IT_DIR/sigop.py" CHLD,INT 0.5 read "$EX/exit"
+    assert_le 900 "$IT_MS" "the exit read went on past the SIGCHLD"
+    local pid t0
+    "$IT_PY" "$IT_DIR/sigop.py" CHLD 0.3 read "$EX/stdout" >/dev/null 2>&1 &
+    pid=$!
+    disown $pid # no "Killed" notice
+    sleep 1
+    kill -0 $pid 2>/dev/null || fail "the stream open did not go on past the SIGCHLD"
+    t0=$(now_ms)
+    kill -KILL $pid
+    wait_for 10 bash -c '! kill -0 "$1" 2>/dev/null' _ $pid
+    it_log "SIGKILL after SIGCHLD ended the open in $(($(now_ms) - t0)) ms"
+}
+
 it_case case_sigchld_during_ctl_wait
 it_case case_sigchld_during_start
 it_case case_bookkeeping_signals_during_exit_read
 it_case case_sigchld_during_stream_open_and_read
 it_case case_caught_sigint_sigterm_cancel
 it_case case_fatal_signals_end_blocked_calls
+it_case case_stop_signal_after_sigchld
 it_done
