@@ -5,13 +5,15 @@
  * wait queue it parked on; each waiter's retry function then answers it or parks it
  * again. Interrupts (Ctrl-C) reach us through fuse_req_interrupt_func on a FUSE thread
  * that may already hold fs_lock, so the interrupt handler only schedules work on the
- * API worker by id; the worker then answers EINTR if the request is still parked.
+ * API worker by id; the worker then answers EINTR if the request is still parked and
+ * the signal means "stop" (interrupt.h): a caught SIGCHLD lets the request go on.
  * All functions here run with fs_lock held. */
 #ifndef CWSFS_PARK_H
 #define CWSFS_PARK_H
 
 #include <fuse_lowlevel.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <uthash.h>
 
 struct waiter;
@@ -25,6 +27,8 @@ struct waiter {
     waiter_fn retry;       /* the awaited thing changed: answer or stay parked */
     waiter_fn interrupted; /* the request was interrupted: reply EINTR and free */
     struct waitq *queue;   /* where it is parked, NULL when not */
+    pid_t tid;             /* the requesting thread, whose pending signals decide */
+    int went_on;           /* an interrupt was not one to stop for (logged once) */
     struct waiter *prev, *next;
     UT_hash_handle hh; /* in the table of interruptible requests, by id */
 };

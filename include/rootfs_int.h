@@ -9,6 +9,7 @@
 #include <time.h>
 #include <uthash.h>
 
+#include "park.h"
 #include "rootfs.h"
 
 #define ROOTFS_ATTR_TIMEOUT 1.0
@@ -60,6 +61,11 @@ struct rootfs_req {
     int relisted; /* a miss in a cached listing was checked with a fresh one */
     int creating; /* an O_CREAT open of an existing file: answer with fuse_reply_create */
     struct rootfs_file *file;
+    /* An open that fetches: interruptible (park.h). Once answered EINTR the chain runs
+     * to its end quietly and its call, when one runs, is cancelled. */
+    struct waiter w;
+    uint64_t call;
+    int answered;
 };
 
 struct flush_wait {

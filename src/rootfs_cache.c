@@ -14,6 +14,7 @@
 #include <utlist.h>
 
 #include "api.h"
+#include "linkpath.h"
 #include "listing.h"
 #include "log.h"
 #include "pbjson.h"
@@ -111,15 +112,16 @@ static int add_entry(const struct listing_entry *le, void *ud)
     if (!e)
         return -ENOMEM;
     e->name = strdup(le->name);
-    e->link = strdup(le->link);
-    if (!e->name || !e->link) {
+    /* The host follows the link: keep it inside the sandbox (linkpath.h). */
+    if (linkpath_confine(dl->path, le->link, &e->link) < 0 || !e->name) {
         free(e->name);
         free(e->link);
         free(e);
         return -ENOMEM;
     }
     e->st.st_mode = le->mode;
-    e->st.st_size = le->size;
+    /* lstat's size of a link is the length of what readlink gives */
+    e->st.st_size = S_ISLNK(le->mode) ? (off_t)strlen(e->link) : le->size;
     e->st.st_mtim = le->mtime;
     e->st.st_ctim = le->mtime;
     e->st.st_atim = le->mtime;

@@ -7,6 +7,7 @@
  * spool, and the `error` file says where: nothing is dropped silently. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,12 @@ struct fetch_ctx {
 static void open_finish(struct rootfs_req *rc, int err)
 {
     struct rootfs_file *f = rc->file;
+    park_done(&rc->w);
+    if (rc->answered) { /* interrupted: the opener is gone */
+        file_free(f);
+        rootfs_req_free(rc);
+        return;
+    }
     struct node *n = rc->creating && !err ? node_get(N_ROOTFS, 0, f->sb, 0, f->path) : NULL;
     if (rc->creating && !err && !n)
         err = -ENOMEM;
@@ -202,7 +209,9 @@ static void fetch_done(uint64_t call, const struct api_result *res, void *ud)
     pthread_mutex_lock(&fs_lock);
     struct sandbox *sb = fc->f->sb;
     int err = res->err;
-    if (err)
+    if (fc->rc->answered) /* cancelled after an interrupt: nobody to tell */
+        err = -EINTR;
+    else if (err)
         sandbox_fail(sb, -err, "read %s: StreamExec: %s: %s", fc->f->path, res->error.code,
                      res->error.message ? res->error.message : "");
     else
@@ -219,6 +228,8 @@ static void fetch_when_running(struct sandbox *sb, int err, void *ud)
 {
     struct fetch_ctx *fc = ud;
     const char *argv[] = {"cat", "--", fc->f->path, NULL};
+    if (!err && fc->rc->answered)
+        err = -EINTR; /* interrupted while the sandbox started: fetch nothing */
     if (!err && execbody_init(&fc->body, sb->id, argv) < 0)
         err = -ENOMEM;
     if (err) {
@@ -226,7 +237,7 @@ static void fetch_when_running(struct sandbox *sb, int err, void *ud)
         free(fc);
         return;
     }
-    api_bidi("StreamExec", 0, fetch_body, fetch_message, fetch_done, fc);
+    fc->rc->call = api_bidi("StreamExec", 0, fetch_body, fetch_message, fetch_done, fc);
 }
 
 /* The service refused a ReadFile/WriteFile for its size: CWSANDBOX_FILE_TOO_LARGE, or a
@@ -244,6 +255,12 @@ static void on_read_file(uint64_t call, const struct api_result *res, void *ud)
     pthread_mutex_lock(&fs_lock);
     struct rootfs_file *f = rc->file;
     int err = res->err;
+    rc->call = 0;
+    if (rc->answered && err) {
+        open_finish(rc, err); /* cancelled after an interrupt: nobody to tell */
+        pthread_mutex_unlock(&fs_lock);
+        return;
+    }
     if (too_large(res)) {
         /* Above the cap after all (it grew since the listing, or this service's cap is
          * lower): stream it instead. */
@@ -282,12 +299,14 @@ static void on_read_file(uint64_t call, const struct api_result *res, void *ud)
 static void read_file_when_running(struct sandbox *sb, int err, void *ud)
 {
     struct rootfs_req *rc = ud;
+    if (!err && rc->answered)
+        err = -EINTR; /* interrupted while the sandbox started: fetch nothing */
     if (err) {
         open_finish(rc, err);
         return;
     }
     json_t *req = json_pack("{s:s, s:s}", "sandboxId", sb->id, "path", rc->path);
-    api_unary("ReadFile", req, API_IDEMPOTENT | API_SLOW, on_read_file, rc);
+    rc->call = api_unary("ReadFile", req, API_IDEMPOTENT | API_SLOW, on_read_file, rc);
 }
 
 static void open_listed(struct sandbox *sb, int err, struct dirlist *dl, void *ud)
@@ -298,6 +317,8 @@ static void open_listed(struct sandbox *sb, int err, struct dirlist *dl, void *u
         HASH_FIND_STR(dl->entries, rootfs_path_base(rc->path), e);
     if (!err && e && S_ISDIR(e->st.st_mode))
         err = -EISDIR;
+    if (!err && rc->answered)
+        err = -EINTR; /* interrupted while listing: fetch nothing */
     if (err) {
         open_finish(rc, err);
         return;
@@ -322,6 +343,23 @@ static int path_sendable(struct sandbox *sb, const char *path)
     if (pbjson_utf8_valid(path, strlen(path)))
         return 0;
     return sandbox_fail(sb, EILSEQ, "%s: not UTF-8; the service takes text only", path);
+}
+
+static void open_retry(struct waiter *w)
+{
+    (void)w; /* driven by its calls' callbacks, not by wake-ups */
+}
+
+/* A signal that means stop (park.c decided): answer now, cancel the fetch; the chain
+ * still ends in open_finish, which then frees without replying. */
+static void open_interrupted(struct waiter *w)
+{
+    struct rootfs_req *rc = (struct rootfs_req *)((char *)w - offsetof(struct rootfs_req, w));
+    park_done(w);
+    rc->answered = 1;
+    fuse_reply_err(rc->req, EINTR);
+    if (rc->call)
+        api_cancel(rc->call);
 }
 
 void rootfs_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi)
@@ -353,6 +391,7 @@ void rootfs_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi)
         open_finish(rc, -ENOMEM);
         return;
     }
+    park_register(&rc->w, req, open_retry, open_interrupted);
     rootfs_with_listing(n->sb, parent, open_listed, rc);
     free(parent);
 }
