@@ -107,8 +107,11 @@ function sourceTransport(source) {
 }
 
 class ImageStore {
-  constructor({ dir, log, pullTimeoutSeconds } = {}) {
+  // pull: false (or CWSB_NO_PULL=1) never reaches a registry: an image the store
+  // lacks is an error at once (tests run so, with no network beyond loopback).
+  constructor({ dir, log, pullTimeoutSeconds, pull = !process.env.CWSB_NO_PULL } = {}) {
     this.dir = path.resolve(dir || process.env.CWSB_IMAGE_STORE || DEFAULT_DIR);
+    this.pullAllowed = pull;
     if (this.dir.includes(":")) throw new Error(`image store ${this.dir}: the path may not contain ':'`);
     this.log = log || (() => {});
     this.pullTimeoutSeconds = pullTimeoutSeconds || PULL_TIMEOUT_S;
@@ -276,6 +279,7 @@ class ImageStore {
   }
 
   async _pull(name, ref) {
+    if (!this.pullAllowed) throw new Error(`image "${name}" is not in the image store ${this.dir}, and pulling is off (CWSB_NO_PULL): import it with image.js`);
     const work = await this._work("pull");
     try {
       this.counts.pulls++;

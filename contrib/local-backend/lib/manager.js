@@ -123,12 +123,18 @@ function helperSpawn(m, args, opts) {
 }
 
 // runc mounts each sandbox's root from inside its user namespace, as a uid
-// with no rights on the host: every directory above the roots must let
-// others through, or the start fails with a bare "permission denied".
+// with no rights on the host: every directory above the roots must let it
+// through, or the start fails with a bare "permission denied". Ours let only
+// the host's root and the sandboxes' root group (host gid UID_BASE) through.
+async function passSandboxesThrough(dir) {
+  await fsp.chown(dir, 0, oci.UID_BASE);
+  await fsp.chmod(dir, 0o710);
+}
+
 function checkSearchable(dir) {
   for (let d = dir; ; d = path.dirname(d)) {
     if (!(fs.statSync(d).mode & 0o001)) {
-      throw new Error(`state directory: ${d} is not searchable by others (mode ${(fs.statSync(d).mode & 0o777).toString(8)}); the sandboxes' user namespace mounts their roots below it, so choose a state directory whose parents are (chmod o+x)`);
+      throw new Error(`state directory: ${d} is not searchable by others (mode ${(fs.statSync(d).mode & 0o777).toString(8)}); the sandboxes' user namespace mounts their roots below it, so choose a state directory whose parents are (chmod o+x; listing may stay closed)`);
     }
     if (d === path.dirname(d)) return;
   }
@@ -174,7 +180,8 @@ class Manager {
     await fsp.mkdir(this.sbRoot, { recursive: true });
     await fsp.mkdir(this.snapRoot, { recursive: true });
     await fsp.mkdir(this.runcRoot, { recursive: true, mode: 0o700 });
-    checkSearchable(this.sbRoot);
+    checkSearchable(path.dirname(this.stateDir));
+    for (const d of [this.stateDir, this.sbRoot]) await passSandboxesThrough(d);
     this.reapStaleCgroups();
     await fsp.rm(path.join(this.stateDir, "spawn"), { recursive: true, force: true });
     this.spawner = new Spawner(HELPER, path.join(this.stateDir, "spawn"), this.log);
@@ -361,6 +368,7 @@ class Manager {
     const image = await this.images.resolve(c.image);
     sb.image = image;
     for (const d of ["upper", "work", "rootfs", "files", "volumes", "etc", "x"]) await fsp.mkdir(path.join(dir, d), { recursive: true });
+    await passSandboxesThrough(dir);
     // the sandbox's root user owns its writable layer and volumes; the host's root owns the rest
     await fsp.chown(path.join(dir, "upper"), oci.UID_BASE, oci.UID_BASE);
     const binds = [];

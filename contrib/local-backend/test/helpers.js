@@ -20,7 +20,7 @@ async function startServer(extraArgs = [], { listen = "127.0.0.1:0", env = {} } 
   const args = [SERVER, ...(listen ? ["--listen", listen] : []), "--state-dir", stateDir, "--address-file", addrFile];
   const proc = spawn(process.execPath, [...args, ...(process.env.CWSB_VERBOSE ? [] : ["--quiet"]), ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...env },
+    env: { ...process.env, CWSB_NO_PULL: "1", ...env }, // only loopback, ever
   });
   let stderr = "";
   proc.stderr.on("data", (d) => (stderr += d));

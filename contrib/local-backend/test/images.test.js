@@ -132,6 +132,12 @@ test("an image the store lacks and no registry has fails at once, naming it", as
   assert.deepEqual(fs.readdirSync(path.join(store.dir, "tmp")), [], "the failed pull left nothing");
 });
 
+test("with pulling off, a missing image fails without a registry being asked", async () => {
+  const store = freshStore("nopull", { pull: false });
+  await assert.rejects(store.resolve("debian:13"), /^Error: image "debian:13" is not in the image store .*pulling is off/);
+  assert.equal(store.counts.pulls, 0);
+});
+
 test("concurrent resolves unpack once; two stores on one directory share the rootfs", async () => {
   const first = freshStore("s4");
   const { digest, rootfs } = await first.import(`oci:${layout}:t`, `${NOWHERE}/tiny:1`);

@@ -87,8 +87,11 @@ function run(args, env = {}, timeout = 20000) {
   return spawnSync(process.execPath, [SERVER, ...args], { encoding: "utf8", timeout, env: { ...process.env, ...env } });
 }
 
+// others may pass through: sandboxes' roots are mounted below state dirs in here
 function tmpdir() {
-  return fs.mkdtempSync(path.join(os.tmpdir(), "cwsb-priv-"));
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), "cwsb-priv-"));
+  fs.chmodSync(d, 0o711);
+  return d;
 }
 
 describe("the key never on argv", () => {
