@@ -465,6 +465,9 @@ it_unmount() {
         done
         if kill -0 "$pid" 2>/dev/null; then
             echo "FAIL: cwsfs ($pid) still running $((20 * IT_SCALE)) s after unmounting $mnt"
+            # where it is stuck, for whoever reads the failure
+            command -v gdb >/dev/null && timeout 30 gdb -q -batch -p "$pid" -ex 'thread apply all bt' 2>/dev/null |
+                grep -E '^(Thread|#)' | sed 's/^/    /'
             kill -KILL "$pid" 2>/dev/null
             ok=1
         fi

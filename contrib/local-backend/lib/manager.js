@@ -201,7 +201,7 @@ class Manager {
         try {
           for (const sub of listDirs(dir)) fs.rmdirSync(path.join(dir, sub));
           fs.rmdirSync(dir);
-          this.log(`removed stale cgroup ${dir}`);
+          if (pid !== process.pid) this.log(`removed stale cgroup ${dir}`);
         } catch {}
       }
     }

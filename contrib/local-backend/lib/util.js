@@ -1,59 +1,4 @@
 "use strict";
-const fsp = require("node:fs/promises");
-const path = require("node:path");
-
-// Resolve an absolute path inside a sandbox whose root is visible to us at
-// `root` (/proc/PID/root), following symbolic links the way the kernel does
-// inside the sandbox: an absolute link target restarts at the sandbox's root,
-// `..` never climbs above it. Components that do not exist are kept as they
-// are (the caller decides whether that is an error).
-// Returns { host, inside, missing } where `missing` is the number of trailing
-// components that do not exist.
-async function resolveInRoot(root, p, followLast = true) {
-  let parts = p.split("/").filter((s) => s && s !== ".");
-  const cur = [];
-  let links = 0;
-  while (parts.length) {
-    const c = parts.shift();
-    if (c === "..") {
-      cur.pop();
-      continue;
-    }
-    if (!followLast && parts.length === 0) {
-      cur.push(c);
-      break;
-    }
-    const host = path.join(root, ...cur, c);
-    let st;
-    try {
-      st = await fsp.lstat(host);
-    } catch (e) {
-      if (e.code === "ENOENT") {
-        const rest = [c, ...parts.filter((s) => s !== "..")];
-        return { host: path.join(root, ...cur, ...rest), inside: "/" + [...cur, ...rest].join("/"), missing: rest.length };
-      }
-      throw e;
-    }
-    if (st.isSymbolicLink()) {
-      if (++links > 40) {
-        const err = new Error("too many levels of symbolic links");
-        err.code = "ELOOP";
-        throw err;
-      }
-      const t = await fsp.readlink(host);
-      if (t.startsWith("/")) cur.length = 0;
-      parts = t.split("/").filter((s) => s && s !== ".").concat(parts);
-      continue;
-    }
-    if (parts.length && !st.isDirectory()) {
-      const err = new Error("not a directory");
-      err.code = "ENOTDIR";
-      throw err;
-    }
-    cur.push(c);
-  }
-  return { host: path.join(root, ...cur), inside: "/" + cur.join("/"), missing: 0 };
-}
 
 // Kubernetes-style quantities: "512Mi", "2G", "1.5Gi", "1000000", "500m" (cpu).
 function parseBytes(q) {
@@ -169,4 +114,4 @@ function randomId(prefix) {
   return prefix + randomBytes(8).toString("hex");
 }
 
-module.exports = { resolveInRoot, parseBytes, parseCpuMillis, ByteQueue, randomId };
+module.exports = { parseBytes, parseCpuMillis, ByteQueue, randomId };

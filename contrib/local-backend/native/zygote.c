@@ -4,13 +4,11 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -230,16 +228,6 @@ int do_zygote(void)
 	int sfd;
 	struct zreq *r = calloc(1, sizeof(*r));
 
-	/*
-	 * Everything we start lives in a mount namespace of our own: the sandboxes'
-	 * roots are mounted there, invisible to the host, and go away with the last
-	 * process of ours even if the server is killed. The host's later mounts still
-	 * reach us (slave), ours never reach it.
-	 */
-	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) {
-		fprintf(stderr, "sbx-helper: a private mount namespace: %s\n", strerror(errno));
-		return 1;
-	}
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &mask, &oldmask);
