@@ -330,7 +330,7 @@ case_errors_inside_root() {
     local err kept
     err=$(rd "$FS/error") || exit 1
     assert_contains "$err" "/proc/version" "error after a refused write"
-    assert_contains "$err" "WriteFile: internal" "the refused call and the service's code in error"
+    assert_contains "$err" "WriteFile: permission_denied" "the refused call and the service's code in error"
     it_log "error after a refused write: $err"
     # nothing dropped silently: the data stays in the local spool, and we are told where
     kept=$( (printf '%s\n' "$err"; cat "$IT_LAST_LOG") | grep -o 'kept in [^ ;,]*' | head -n 1 | cut -c9-)

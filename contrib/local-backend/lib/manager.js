@@ -721,7 +721,10 @@ class Manager {
           child.started = true;
           child.containerPid = parseInt(line.slice(4), 10);
         }
-        else if (line === "READY") child.ready = true;
+        else if (line === "READY") {
+          child.ready = true;
+          child.emit("ready");
+        }
         else if (line.startsWith("ERROR ") && !child.ready) child.setupError = line.slice(6);
       }
     });

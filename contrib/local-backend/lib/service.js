@@ -235,6 +235,16 @@ function makeService(m) {
         }
       })();
       try {
+        // ready means the command runs (or ran: a missing binary still exits 127)
+        await new Promise((r) => {
+          if (child.ready || child.exitCode !== null || child.signalCode !== null) return r();
+          child.once("ready", r);
+          child.once("close", r);
+        });
+        if (child.setupError && !child.ready) {
+          if (sb.state !== State.RUNNING) throw E.notRunning(sb.id, STATE_NAME[sb.state]);
+          throw new ConnectError(`exec: ${child.setupError}`, Code.Internal);
+        }
         yield { message: { case: "ready", value: { readyTime: timestampFromDate(new Date()) } } };
         for (;;) {
           const item = await q.nextMerged(256 * 1024);
