@@ -182,28 +182,43 @@ class Manager {
     await fsp.mkdir(this.runcRoot, { recursive: true, mode: 0o700 });
     checkSearchable(path.dirname(this.stateDir));
     for (const d of [this.stateDir, this.sbRoot]) await passSandboxesThrough(d);
-    this.reapStaleCgroups();
     await fsp.rm(path.join(this.stateDir, "spawn"), { recursive: true, force: true });
     this.spawner = new Spawner(HELPER, path.join(this.stateDir, "spawn"), this.log);
+    await this.reapDeadServers();
     await this.reapStaleSandboxes();
   }
 
-  // Cgroups of servers of ours that died without cleaning up (runc removed each
-  // sandbox's own cgroup when it ended; the per-server parent stays).
-  reapStaleCgroups() {
+  // Servers of ours that died with their zygote (which otherwise ends what its
+  // server left, native/reap.c): their sandboxes are killed, their roots
+  // detached and their cgroups removed. Found by name in the cgroup trees and
+  // as the source of overlay mounts.
+  async reapDeadServers() {
+    const base = "/sys/fs/cgroup";
+    const roots = fs.existsSync(path.join(base, "cgroup.controllers")) ? [base] : listDirs(base).map((d) => path.join(base, d));
+    const names = new Set(roots.flatMap((r) => listDirs(r)));
+    for (const line of fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+      const m = / - overlay (cwsandbox-local-[0-9]+) /.exec(line);
+      if (m) names.add(m[1]);
+    }
+    for (const n of names) {
+      if (!/^cwsandbox-local-[0-9]+$/.test(n)) continue;
+      const pid = parseInt(n.slice(16), 10);
+      if (pid === process.pid || fs.existsSync(`/proc/${pid}`)) continue;
+      const r = await this.runHelper(["reap", String(pid)]);
+      this.log(`ended what server ${pid} left (sandboxes, roots, cgroups)${r.code ? `: ${r.stderr}` : ""}`);
+    }
+  }
+
+  // Our own cgroup parents, at shutdown.
+  removeOwnCgroups() {
     const base = "/sys/fs/cgroup";
     const roots = fs.existsSync(path.join(base, "cgroup.controllers")) ? [base] : listDirs(base).map((d) => path.join(base, d));
     for (const root of roots) {
-      for (const n of listDirs(root).filter((n) => /^cwsandbox-local-[0-9]+$/.test(n))) {
-        const pid = parseInt(n.slice(16), 10);
-        if (pid !== process.pid && fs.existsSync(`/proc/${pid}`)) continue;
-        const dir = path.join(root, n);
-        try {
-          for (const sub of listDirs(dir)) fs.rmdirSync(path.join(dir, sub));
-          fs.rmdirSync(dir);
-          if (pid !== process.pid) this.log(`removed stale cgroup ${dir}`);
-        } catch {}
-      }
+      const dir = path.join(root, this.cgroupParent);
+      try {
+        for (const sub of listDirs(dir)) fs.rmdirSync(path.join(dir, sub));
+        fs.rmdirSync(dir);
+      } catch {}
     }
   }
 
@@ -399,7 +414,7 @@ class Manager {
     const netNone = !!(spec.network && spec.network.denyEgress);
     const etcFiles = await this.writeEtcFiles(sb, path.join(dir, "etc"), netNone);
     if (sb.deleted || sb.freed) return this.free(sb);
-    const mounted = await this.runHelper(["overlay", image.rootfs, path.join(dir, "upper"), path.join(dir, "work"), path.join(dir, "rootfs")]);
+    const mounted = await this.runHelper(["overlay", this.cgroupParent, image.rootfs, path.join(dir, "upper"), path.join(dir, "work"), path.join(dir, "rootfs")]);
     if (mounted.code !== 0) throw new Error(`cannot mount the sandbox's root: ${mounted.stderr}`);
     sb.mounted = true;
     const sec = securityOf(c);
@@ -498,6 +513,7 @@ class Manager {
   running(sb) {
     sb.startTime = new Date();
     if (sb.state === State.CREATING) sb.setState(State.RUNNING, "");
+    this.startAgent(sb);
     const life = sb.effectiveLifetime;
     const elapsed = (Date.now() - sb.createTime.getTime()) / 1000;
     const t = setTimeout(() => {
@@ -527,6 +543,7 @@ class Manager {
   // Free everything a finished sandbox holds (after optional snapshots).
   async free(sb) {
     sb.freed = true;
+    sb.agentSock = null;
     for (const t of sb.timers) clearTimeout(t), clearInterval(t);
     for (const x of sb.execs) x.killCommand();
     const jobs = sb.snapshotOnStop || [];
@@ -682,6 +699,36 @@ class Manager {
     if (name && !(sb.spec.containers || []).some((c) => c.name === name)) throw E.invalid(`sandbox has no container ${JSON.stringify(name)}`);
   }
 
+  // The sandbox's exec agent (native/agent.c): started once with `runc exec`,
+  // so it holds what any command would; commands are then forks of it. Until
+  // it is there, or when code in the sandbox ended it, commands use runc exec.
+  startAgent(sb) {
+    const dir = path.join(sb.dir, "agent");
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const sec = securityOf(sb.container);
+    const proc = oci.processSpec({ args: ["/proc/self/fd/4", "agent"], env: [`PATH=${DEFAULT_PATH}`], cwd: "/", uid: sec.uid, gid: sec.gid, caps: sec.caps });
+    fs.writeFileSync(path.join(dir, "process.json"), JSON.stringify(proc));
+    const sock = path.join(dir, "sock");
+    const args = ["exec", "--detach", "--preserve-fds", "2", "--process", path.join(dir, "process.json"), "--pid-file", path.join(dir, "pid"), sb.id];
+    const h = this.runcArgs(sb.dir, args, { pidFile: path.join(dir, "pid"), log: path.join(dir, "runc.log") });
+    h.splice(1, 0, "--agent-listen", sock);
+    const child = helperSpawn(this, h, { env: { PATH: DEFAULT_PATH }, stdio: ["ignore", "ignore", "pipe", "pipe"] });
+    let status = "";
+    let err = "";
+    child.stderr.on("data", (d) => (err += d));
+    child.stdio[3].on("data", (d) => {
+      status += d;
+      if (status.includes("READY\n") && !sb.freed) sb.agentSock = sock;
+    });
+    child.stdio[3].on("error", () => {});
+    child.on("close", (code) => {
+      sb.agentSock = null;
+      if (!sb.freed && sb.state === State.RUNNING) this.log(`the exec agent of ${sb.id} ended (${code}); commands use runc exec ${err.trim()}`);
+    });
+    child.on("error", () => {});
+    sb.agent = child;
+  }
+
   // Spawn a command inside a running sandbox with `runc exec`: it joins the
   // sandbox's namespaces and cgroup with the same user, capabilities, seccomp
   // filter and no-new-privileges as the main process. Returns the child process.
@@ -702,7 +749,15 @@ class Manager {
     args.push(sb.id);
     const stdio = [withStdin ? "pipe" : "ignore", "pipe", "pipe", "pipe"];
     if (tty) stdio.push("pipe"); // fd 4: "COLSxROWS" lines
-    const child = helperSpawn(this, this.runcArgs(sb.dir, args, { pidFile, log: path.join(xdir, "runc.log"), exec: true, console: consoleSock }), {
+    const h = this.runcArgs(sb.dir, args, { pidFile, log: path.join(xdir, "runc.log"), exec: true, console: consoleSock });
+    if (sb.agentSock) {
+      // the same command for the agent (helper.h, agent_request)
+      const strs = [tty ? "tty" : "pipe", String(tty ? tty.width || 80 : 0), String(tty ? tty.height || 24 : 0), proc.cwd, String(command.length), ...command, String(proc.env.length), ...proc.env];
+      if (strs.some((x) => x.includes("\0"))) throw E.invalid("the command or its environment contains a NUL byte");
+      fs.writeFileSync(path.join(xdir, "agent.req"), Buffer.from(strs.join("\0") + "\0"));
+      h.splice(1, 0, "--agent", sb.agentSock, "--agent-request", path.join(xdir, "agent.req"));
+    }
+    const child = helperSpawn(this, h, {
       env: { PATH: DEFAULT_PATH },
       stdio,
     });
@@ -720,7 +775,7 @@ class Manager {
         if (line.startsWith("PID ")) {
           child.started = true;
           child.containerPid = parseInt(line.slice(4), 10);
-        }
+        } else if (line === "STARTED") child.started = true; // through the agent: no host pid
         else if (line === "READY") {
           child.ready = true;
           child.emit("ready");
@@ -910,7 +965,7 @@ class Manager {
       await this.free(sb);
     }
     const left = [...this.sandboxes.values()].filter((sb) => sb.mounted || (sb.proc && sb.proc.exitCode === null && sb.proc.signalCode === null));
-    this.reapStaleCgroups();
+    this.removeOwnCgroups();
     if (left.length) this.log(`warning: left behind: ${left.map((sb) => `${sb.id} (${sb.mounted ? "root still mounted" : "process still running"})`).join(", ")}`);
     else await fsp.rm(this.sbRoot, { recursive: true, force: true });
     await fsp.rm(this.runcRoot, { recursive: true, force: true }).catch(() => {});

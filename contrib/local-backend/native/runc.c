@@ -21,7 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -72,7 +74,15 @@ static void supervise(void)
 	exit_like(st);
 }
 
-static void relay_tty(int master)
+/* Whether the command ended (its status in *st), without waiting. */
+typedef int (*ended_fn)(int *st);
+
+static int runtime_ended(int *st)
+{
+	return waitpid(runtime_pid, st, WNOHANG) == runtime_pid;
+}
+
+static void relay_tty(int master, ended_fn ended)
 {
 	struct sigaction sa;
 	char buf[65536], rbuf[64];
@@ -105,7 +115,7 @@ static void relay_tty(int master)
 		if (r <= 0) {
 			/* the command ended and nothing else holds the terminal? */
 			int st;
-			if (waitpid(runtime_pid, &st, WNOHANG) == runtime_pid) {
+			if (ended(&st)) {
 				ssize_t k;
 				fcntl(master, F_SETFL, O_NONBLOCK);
 				while ((k = read(master, buf, sizeof(buf))) > 0)
@@ -245,9 +255,202 @@ static int console_receive(int lsock)
 	return fd;
 }
 
+/* ---------------------------------------------------------------- the agent */
+
+static int agent_conn = -1;
+
+static void forward_to_agent(int sig)
+{
+	char line[16];
+	int n = snprintf(line, sizeof(line), "SIG %d\n", sig);
+	(void)!send(agent_conn, line, n, MSG_NOSIGNAL);
+}
+
+/* The agent's next line, with a descriptor if it sent one; 0 at end of file. */
+static int agent_line(char *line, size_t cap, int *fd, int dontwait)
+{
+	static char buf[256];
+	static size_t len;
+	char *nl;
+
+	for (;;) {
+		if ((nl = memchr(buf, '\n', len))) {
+			size_t n = nl - buf;
+			if (n >= cap)
+				n = cap - 1;
+			memcpy(line, buf, n);
+			line[n] = 0;
+			len -= nl + 1 - buf;
+			memmove(buf, nl + 1, len);
+			return 1;
+		}
+		if (len == sizeof(buf))
+			len = 0; /* a line that long is not the agent's */
+		char cbuf[CMSG_SPACE(sizeof(int))];
+		struct iovec iov = { buf + len, sizeof(buf) - len };
+		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+		ssize_t r = recvmsg(agent_conn, &msg, MSG_CMSG_CLOEXEC | (dontwait ? MSG_DONTWAIT : 0));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && errno == EAGAIN)
+			return -1;
+		if (r <= 0)
+			return 0;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+			if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int))) {
+				if (fd && *fd < 0)
+					memcpy(fd, CMSG_DATA(c), sizeof(int));
+				else {
+					int x;
+					memcpy(&x, CMSG_DATA(c), sizeof(int));
+					close(x);
+				}
+			}
+		len += r;
+	}
+}
+
+/* "EXIT n" from the agent: the command's status as an exit status. */
+static int agent_exit_status(const char *line, int *st)
+{
+	int code;
+	if (sscanf(line, "EXIT %d", &code) != 1)
+		return 0;
+	*st = code << 8; /* what WEXITSTATUS reads back */
+	return 1;
+}
+
+static int agent_ended(int *st)
+{
+	char line[256];
+	int r;
+	while ((r = agent_line(line, sizeof(line), NULL, 1)) > 0)
+		if (agent_exit_status(line, st))
+			return 1;
+	if (r == 0) {
+		fprintf(stderr, "the sandbox's exec agent went away before the command ended\n");
+		*st = 137 << 8;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Run the command through the sandbox's exec agent at `sock`, with the request
+ * in `reqfile`. Returns only when the agent cannot be reached (the caller then
+ * uses runc exec); otherwise exits with the command's status.
+ */
+static void agent_exec(const char *sock, const char *reqfile)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	struct agent_header h = { .magic = AGENT_MAGIC };
+	char *req, line[512], cbuf[CMSG_SPACE(3 * sizeof(int))];
+	int fds[3] = { 0, 1, 2 }, master = -1, st, r, tty;
+	struct sigaction sa;
+	struct stat sst;
+	int rfd;
+
+	if (strlen(sock) >= sizeof(a.sun_path))
+		return;
+	strcpy(a.sun_path, sock);
+	agent_conn = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (agent_conn < 0 || connect(agent_conn, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		close(agent_conn);
+		agent_conn = -1;
+		return;
+	}
+	rfd = open(reqfile, O_RDONLY | O_CLOEXEC);
+	if (rfd < 0 || fstat(rfd, &sst) < 0 || sst.st_size > AGENT_MAX_REQUEST)
+		die("request %s: %s", reqfile, rfd < 0 ? strerror(errno) : "too large");
+	req = malloc(sst.st_size + 1);
+	if (!req || read(rfd, req, sst.st_size) != sst.st_size)
+		die("request %s: cannot read it", reqfile);
+	close(rfd);
+	tty = !strncmp(req, "tty", 4);
+	h.length = sst.st_size;
+	h.nfds = tty ? 0 : 3;
+	{
+		struct iovec iov = { &h, sizeof(h) };
+		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+		if (!tty) {
+			struct cmsghdr *c;
+			msg.msg_control = cbuf;
+			msg.msg_controllen = sizeof(cbuf);
+			c = CMSG_FIRSTHDR(&msg);
+			c->cmsg_level = SOL_SOCKET;
+			c->cmsg_type = SCM_RIGHTS;
+			c->cmsg_len = CMSG_LEN(sizeof(fds));
+			memcpy(CMSG_DATA(c), fds, sizeof(fds));
+		}
+		if (sendmsg(agent_conn, &msg, MSG_NOSIGNAL) != sizeof(h) || write_all(agent_conn, req, h.length) < 0)
+			die("the sandbox's exec agent took no request: %s", strerror(errno));
+	}
+	free(req);
+	r = agent_line(line, sizeof(line), &master, 0);
+	if (r <= 0)
+		die("the sandbox's exec agent went away before starting the command");
+	if (!strncmp(line, "ERROR ", 6))
+		die("%s", line + 6);
+	if (strncmp(line, "PID ", 4) || (tty && master < 0))
+		die("the sandbox's exec agent answered \"%s\"", line);
+	report("STARTED");
+	report("READY");
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = forward_to_agent;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGQUIT, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
+	if (master >= 0)
+		relay_tty(master, agent_ended);
+	for (;;) {
+		r = agent_line(line, sizeof(line), NULL, 0);
+		if (r == 0) {
+			agent_ended(&st);
+			break;
+		}
+		if (r > 0 && agent_exit_status(line, &st))
+			break;
+	}
+	_exit(WEXITSTATUS(st));
+}
+
+/* For `runc exec` of the agent: a listening socket at `path` and a sealed copy
+ * of our own binary, which the agent is started from (nothing of the host's
+ * file system is named inside the sandbox). */
+static void agent_prepare(const char *path, int *lsock, int *bin)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	struct stat sst;
+	off_t off = 0;
+
+	if (strlen(path) >= sizeof(a.sun_path))
+		die("agent socket %s: path too long", path);
+	strcpy(a.sun_path, path);
+	unlink(path);
+	*lsock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (*lsock < 0 || bind(*lsock, (struct sockaddr *)&a, sizeof(a)) < 0 || chmod(path, 0600) < 0 || listen(*lsock, 128) < 0)
+		die("agent socket %s: %s", path, strerror(errno));
+	*bin = memfd_create("cwsb-agent", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (self < 0 || *bin < 0 || fstat(self, &sst) < 0)
+		die("agent binary: %s", strerror(errno));
+	while (off < sst.st_size)
+		if (sendfile(*bin, self, &off, sst.st_size - off) <= 0)
+			die("agent binary: %s", strerror(errno));
+	close(self);
+	if (fchmod(*bin, 0555) < 0 || fcntl(*bin, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0)
+		die("agent binary: %s", strerror(errno));
+}
+
 int do_runc(int argc, char **argv)
 {
 	const char *pid_file = NULL, *log = NULL, *console = NULL;
+	const char *agent = NULL, *agent_request = NULL, *agent_listen = NULL;
+	int agent_lsock = -1, agent_bin = -1;
 	struct winsize ws = { .ws_row = 24, .ws_col = 80 };
 	struct sigaction sa;
 	int i, exec_mode = 0, detached = 0, lsock = -1, master = -1, st;
@@ -266,6 +469,12 @@ int do_runc(int argc, char **argv)
 			die("option %s needs a value", a);
 		if (!strcmp(a, "--pid-file"))
 			pid_file = argv[++i];
+		else if (!strcmp(a, "--agent"))
+			agent = argv[++i];
+		else if (!strcmp(a, "--agent-request"))
+			agent_request = argv[++i];
+		else if (!strcmp(a, "--agent-listen"))
+			agent_listen = argv[++i];
 		else if (!strcmp(a, "--log"))
 			log = argv[++i];
 		else if (!strcmp(a, "--console") && i + 2 < argc) {
@@ -281,6 +490,10 @@ int do_runc(int argc, char **argv)
 	if (i >= argc || !pid_file || !log)
 		die("usage: runc --pid-file F --log F [--exec] [--console SOCK WxH] -- RUNC ARGS...");
 	argv += i;
+	if (agent && agent_request)
+		agent_exec(agent, agent_request); /* returns when there is no agent */
+	if (agent_listen)
+		agent_prepare(agent_listen, &agent_lsock, &agent_bin);
 	for (int k = 0; argv[k]; k++)
 		if (!strcmp(argv[k], "--detach"))
 			detached = 1;
@@ -307,9 +520,22 @@ int do_runc(int argc, char **argv)
 		if (lsock >= 0)
 			close(lsock);
 		close(4);
+		/* runc dies with us: a runc exec left alone can wait forever */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (agent_lsock >= 0) {
+			/* --preserve-fds 2: the agent's socket and binary as fds 3 and 4 */
+			int s = fcntl(agent_lsock, F_DUPFD, 10), b = fcntl(agent_bin, F_DUPFD, 10);
+			if (s < 0 || b < 0 || dup2(s, 3) < 0 || dup2(b, 4) < 0)
+				_exit(125);
+		}
 		execv(argv[0], argv);
 		fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
 		_exit(125);
+	}
+	if (agent_lsock >= 0) {
+		/* only the agent may hold them: an agent that dies refuses connections */
+		close(agent_lsock);
+		close(agent_bin);
 	}
 	/* Until the process exists: watch the pid file, take the terminal. */
 	for (;;) {
@@ -371,7 +597,7 @@ int do_runc(int argc, char **argv)
 	report("PID %d", (int)process_pid);
 	report("READY");
 	if (master >= 0)
-		relay_tty(master);
+		relay_tty(master, runtime_ended);
 	supervise();
 	return 125;
 }

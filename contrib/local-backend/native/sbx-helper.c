@@ -10,9 +10,22 @@
  *       once it exists, relays a terminal, forwards signals to that process and
  *       exits with its status (see runc.c).
  *
- *   sbx-helper overlay LOWER UPPER WORK TARGET  |  sbx-helper umount TARGET
+ *   sbx-helper runc ... --agent-listen SOCK -- runc exec --detach --preserve-fds 2 ...
+ *   sbx-helper runc ... --agent SOCK --agent-request FILE -- runc exec ...
+ *       Starts a sandbox's exec agent (agent.c), or runs a command through it,
+ *       falling back to `runc exec` when there is none.
+ *
+ *   sbx-helper agent
+ *       The exec agent, inside a sandbox (started by the above).
+ *
+ *   sbx-helper overlay NAME LOWER UPPER WORK TARGET  |  sbx-helper umount TARGET
  *       Mounts a sandbox's root (the image's read-only tree under its own writable
  *       layer) on the host, where runc takes it as the bundle's root, and detaches it.
+ *       NAME (cwsandbox-local-PID) is the mount's source: it tells whose it is.
+ *
+ *   sbx-helper reap PID
+ *       Kills the sandboxes of the server PID that is gone, detaches their roots
+ *       and removes their cgroups (see reap.c).
  *
  *   sbx-helper file read|write --pid PID --path P [--max N] [--mode M]
  *       Reads or writes one file inside the sandbox whose first process is PID,
@@ -104,6 +117,9 @@ int main(int argc, char **argv)
 {
 	struct stat st;
 
+	/* inside a sandbox, with its own descriptors (agent.c) */
+	if (argc == 2 && !strcmp(argv[1], "agent"))
+		return do_agent();
 	close_from(5);
 	if (fstat(3, &st) == 0) {
 		status_fd = 3;
@@ -120,13 +136,16 @@ int main(int argc, char **argv)
 		return do_runc(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "file"))
 		return do_file(argc - 2, argv + 2);
-	if (!strcmp(argv[1], "overlay") && argc == 6) {
+	if (!strcmp(argv[1], "overlay") && argc == 7) {
 		char opts[3 * 4096 + 64];
-		snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", argv[2], argv[3], argv[4]);
-		if (mount("overlay", argv[5], "overlay", MS_NODEV, opts) < 0)
-			die("overlay on %s: %s", argv[5], strerror(errno));
+		snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", argv[3], argv[4], argv[5]);
+		/* the source names the server, for reap_server */
+		if (mount(argv[2], argv[6], "overlay", MS_NODEV, opts) < 0)
+			die("overlay on %s: %s", argv[6], strerror(errno));
 		return 0;
 	}
+	if (!strcmp(argv[1], "reap") && argc == 3)
+		return reap_server(atol(argv[2]));
 	if (!strcmp(argv[1], "umount") && argc == 3) {
 		if (umount2(argv[2], MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
 			die("umount %s: %s", argv[2], strerror(errno));

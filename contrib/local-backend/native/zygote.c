@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -228,6 +229,12 @@ int do_zygote(void)
 	int sfd;
 	struct zreq *r = calloc(1, sizeof(*r));
 
+	/*
+	 * Outlive the server: when its end of our stdin closes, whatever it left
+	 * running is ours to end (runc's containers are not our children).
+	 */
+	pid_t server = getppid();
+	prctl(PR_SET_PDEATHSIG, 0);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &mask, &oldmask);
@@ -259,7 +266,7 @@ int do_zygote(void)
 			size_t used;
 			int rc;
 			if (k <= 0)
-				return 0; /* the server is gone */
+				return reap_server(server); /* the server is gone */
 			zlen += k;
 			while ((rc = zparse(r, &used)) == 1) {
 				if (!strcmp(r->fields[0], "C"))

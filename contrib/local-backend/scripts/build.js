@@ -30,12 +30,13 @@ if (!newer(desc, protos.map((p) => path.join(root, "proto", p)))) {
   fs.renameSync(`${desc}.tmp`, desc);
 }
 
-const srcs = ["sbx-helper.c", "zygote.c", "runc.c", "fileops.c"].map((f) => path.join(root, "native", f));
+const srcs = ["sbx-helper.c", "zygote.c", "runc.c", "fileops.c", "agent.c", "reap.c"].map((f) => path.join(root, "native", f));
 const bin = path.join(gen, "sbx-helper");
 if (!newer(bin, [...srcs, path.join(root, "native", "helper.h")])) {
   execFileSync(
     process.env.CC || "cc",
-    ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-o", `${bin}.tmp`, ...srcs],
+    // static: the same binary is the exec agent inside sandboxes, whatever their libc
+    ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-static", "-o", `${bin}.tmp`, ...srcs],
     { stdio: "inherit" },
   );
   fs.renameSync(`${bin}.tmp`, bin);

@@ -41,7 +41,6 @@ test("SIGTERM: every sandbox stopped, nothing left behind", async () => {
   await c.createFileSystemSnapshot({ sandboxId: sbs[2].sandboxId, scratchVolumeName: "v" });
   await new Promise((r) => setTimeout(r, 200));
   assert.ok(processesMentioning(marker).length > 0);
-  const hostPids = sbs.map(() => 0);
   const cgroups = fs.readdirSync("/sys/fs/cgroup/pids").filter((d) => d === `cwsandbox-local-${pid}`);
   assert.equal(cgroups.length, 1);
 
@@ -59,7 +58,70 @@ test("SIGTERM: every sandbox stopped, nothing left behind", async () => {
   assert.equal(srv.addrFileLeft, false, "address file removed");
   for (const ctl of ["memory", "pids", "cpu"]) assert.equal(fs.existsSync(`/sys/fs/cgroup/${ctl}/cwsandbox-local-${pid}`), false, `${ctl} cgroup removed`);
   assert.doesNotMatch(fs.readFileSync("/proc/self/mountinfo", "utf8"), new RegExp(srv.dir));
-  assert.ok(hostPids);
+});
+
+// What a killed server left: nothing of it runs, is mounted or has a cgroup.
+async function assertServerGone(pid, markers) {
+  const gone = () =>
+    markers.every((m) => processesMentioning(m).length === 0) &&
+    !fs.readFileSync("/proc/self/mountinfo", "utf8").includes(` cwsandbox-local-${pid} `) &&
+    !fs.existsSync(`/sys/fs/cgroup/pids/cwsandbox-local-${pid}`);
+  for (let i = 0; i < 100 && !gone(); i++) await new Promise((r) => setTimeout(r, 100));
+  for (const m of markers) assert.deepEqual(processesMentioning(m), [], "sandbox processes of the killed server");
+  assert.doesNotMatch(fs.readFileSync("/proc/self/mountinfo", "utf8"), new RegExp(` cwsandbox-local-${pid} `), "roots of the killed server");
+  assert.equal(fs.existsSync(`/sys/fs/cgroup/pids/cwsandbox-local-${pid}`), false, "cgroup of the killed server");
+}
+
+async function serverWithWork(tag) {
+  const srv = await h.startServer();
+  const c = h.client(srv.url, "connect-json");
+  const markers = [`${tag}-main-${process.pid}-${Date.now()}`, `${tag}-exec-${process.pid}-${Date.now()}`];
+  const sb = await h.newSandbox(c, {}, { command: "sh", args: ["-c", `trap '' TERM; sleep 1000; : ${markers[0]}`] });
+  assert.equal(sb.status.state, State.RUNNING);
+  c.exec({ sandboxId: sb.sandboxId, command: ["sh", "-c", `sleep 1000; : ${markers[1]}`] }).catch(() => {});
+  for (let i = 0; i < 50 && processesMentioning(markers[1]).length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+  for (const m of markers) assert.ok(processesMentioning(m).length > 0, m);
+  return { srv, markers };
+}
+
+function killHard(proc) {
+  const exited = new Promise((r) => proc.once("exit", r));
+  proc.kill("SIGKILL");
+  return exited;
+}
+
+test("SIGKILL of the server: its zygote ends the sandboxes, detaches their roots, removes their cgroups", async () => {
+  const { srv, markers } = await serverWithWork("killed");
+  await killHard(srv.proc);
+  await assertServerGone(srv.proc.pid, markers);
+  fs.rmSync(srv.dir, { recursive: true, force: true });
+});
+
+test("a server killed with its zygote: the next server ends what it left", async () => {
+  const { srv, markers } = await serverWithWork("orphaned");
+  const zygotes = fs
+    .readdirSync("/proc")
+    .filter((p) => /^[0-9]+$/.test(p))
+    .filter((p) => {
+      try {
+        return fs.readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1].split(" ")[1] === String(srv.proc.pid);
+      } catch {
+        return false;
+      }
+    })
+    .filter((p) => fs.readFileSync(`/proc/${p}/cmdline`, "utf8").includes("zygote"));
+  assert.equal(zygotes.length, 1, "the server's zygote");
+  process.kill(Number(zygotes[0]), "SIGKILL");
+  await killHard(srv.proc);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(processesMentioning(markers[0]).length > 0, "the sandbox outlived both");
+  const next = await h.startServer();
+  try {
+    await assertServerGone(srv.proc.pid, markers);
+  } finally {
+    await next.stop();
+    fs.rmSync(srv.dir, { recursive: true, force: true });
+  }
 });
 
 test("refuses to start without the privileges isolation needs, saying why", async () => {
