@@ -39,6 +39,39 @@ test("a sandbox's root is an unprivileged host uid with the engines' default cap
   assert.equal(field("NoNewPrivs"), "1");
 });
 
+// A 64-bit program that makes the 32-bit getpid (int 0x80, eax 20) and exits
+// with its result: the pid when the 32-bit entry is open.
+function int80Program() {
+  const code = Buffer.from([0xb8, 20, 0, 0, 0, 0xcd, 0x80, 0x89, 0xc7, 0xb8, 60, 0, 0, 0, 0x0f, 0x05]);
+  const base = 0x400000n;
+  const ehdr = Buffer.alloc(64);
+  Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]).copy(ehdr);
+  ehdr.writeUInt16LE(2, 16); // executable
+  ehdr.writeUInt16LE(0x3e, 18); // x86-64
+  ehdr.writeUInt32LE(1, 20);
+  ehdr.writeBigUInt64LE(base + 120n, 24); // entry: after the headers
+  ehdr.writeBigUInt64LE(64n, 32); // program headers
+  ehdr.writeUInt16LE(64, 52);
+  ehdr.writeUInt16LE(56, 54);
+  ehdr.writeUInt16LE(1, 56);
+  const phdr = Buffer.alloc(56);
+  phdr.writeUInt32LE(1, 0); // PT_LOAD
+  phdr.writeUInt32LE(5, 4); // r-x
+  phdr.writeBigUInt64LE(base, 16);
+  phdr.writeBigUInt64LE(base, 24);
+  phdr.writeBigUInt64LE(BigInt(120 + code.length), 32);
+  phdr.writeBigUInt64LE(BigInt(120 + code.length), 40);
+  phdr.writeBigUInt64LE(0x1000n, 48);
+  return Buffer.concat([ehdr, phdr, code]);
+}
+
+test("32-bit system calls are refused", { skip: process.arch !== "x64" && "x86-64 only" }, async () => {
+  await c.writeFile({ sandboxId: sb.sandboxId, path: "/tmp/int80", content: int80Program() });
+  const r = await run("chmod +x /tmp/int80; /tmp/int80; echo $?");
+  // refused: killed by SIGSYS (159), or an error (-EPERM 255, -ENOSYS 218); open: a small pid
+  assert.match(out(r).trim().split("\n").pop(), /^(159|255|218)$/, out(r) + err(r));
+});
+
 test("cgroup release_agent: mounting a cgroup hierarchy is refused", async () => {
   const r = await run(
     "mkdir -p /tmp/cg && mount -t cgroup -o memory cgroup /tmp/cg 2>&1 && echo MOUNTED; " +
