@@ -153,6 +153,7 @@ class Manager {
     this.defaultGrace = opts.defaultGrace ?? 10;
     this.maxSandboxes = opts.maxSandboxes || 1000;
     this.runnerId = opts.runnerId || `local-${os.hostname()}`;
+    this.runnerGroupId = "local"; // one runner, in a group of its own
     this.sandboxes = new Map();
     this.byRequest = new Map();
     this.snapshots = new Map();

@@ -21,6 +21,9 @@ function sandboxMessage(m, sb) {
     effectiveResources: sb.effectiveResources,
     effectiveMaxLifetimeSeconds: sb.effectiveLifetime,
     runnerId: m.runnerId,
+    runnerGroupId: m.runnerGroupId,
+    // listen-only services: reachable inside the runner's network, so no URL
+    services: (sb.spec.services || []).map((v) => ({ port: v.port, name: v.name, protocol: v.protocol, visibility: v.visibility })),
     containerStatuses: (sb.spec.containers || []).map((c) => ({
       name: c.name,
       state: sb.state,

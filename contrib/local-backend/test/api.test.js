@@ -35,7 +35,7 @@ for (const kind of h.KINDS) {
     let sb;
     before(async () => {
       c = h.client(srv.url, kind);
-      sb = await h.newSandbox(c, { tags: [`k-${kind}`, "api"] }, { environmentVariables: { FOO: "bar" }, workingDir: "/srv/work" });
+      sb = await h.newSandbox(c, { tags: [`k-${kind}`, "api"], services: [{ port: 8080, name: "web" }] }, { environmentVariables: { FOO: "bar" }, workingDir: "/srv/work" });
     });
 
     after(async () => {
@@ -47,6 +47,12 @@ for (const kind of h.KINDS) {
       assert.ok(sb.status.createTime && sb.status.startTime);
       assert.equal(sb.status.endTime, undefined);
       assert.match(sb.status.runnerId, /^local-/);
+      assert.equal(sb.status.runnerGroupId, "local");
+      // a listen-only service is accepted and reported, with no URL (no ingress here)
+      assert.equal(sb.status.services.length, 1);
+      assert.equal(sb.status.services[0].port, 8080);
+      assert.equal(sb.status.services[0].name, "web");
+      assert.equal(sb.status.services[0].url, "");
       assert.equal(sb.status.effectiveResources.memory, "4Gi");
       assert.equal(sb.status.effectiveMaxLifetimeSeconds, 3600);
       assert.deepEqual(sb.spec.tags, [`k-${kind}`, "api"]);
@@ -69,6 +75,12 @@ for (const kind of h.KINDS) {
       assert.equal(r.exitCode, 4);
       assert.equal(r.stdoutTruncated, false);
       assert.equal(r.stdoutBytesProduced, 18n);
+    });
+
+    test("the default image has python and python3 on the PATH", async () => {
+      const r = await c.exec({ sandboxId: sb.sandboxId, command: ["sh", "-c", "python -c 'import sys; print(sys.version_info[:2])'; python3 --version"] });
+      assert.equal(r.exitCode, 0, Buffer.from(r.stderr).toString());
+      assert.match(Buffer.from(r.stdout).toString(), /^\(3, 11\)\nPython 3\.11\./);
     });
 
     test("exec: maxOutputBytes truncates and counts", async () => {
