@@ -306,30 +306,25 @@ static void start(struct conn *c, const sigset_t *oldmask)
 		if (master >= 0 ? send_fd(c->fd, line, master) < 0 : send(c->fd, line, strlen(line), MSG_NOSIGNAL) < 0)
 			kill(-c->pid, SIGKILL);
 	}
-	for (int i = 0; i < 3; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
-	if (master >= 0)
-		close(master);
-	agent_request_free(&rq);
-	free(buf);
 	fcntl(c->fd, F_SETFL, O_NONBLOCK);
-	return;
+	goto out;
 drop_keep_child:
 	c->pid = -c->pid; /* reaped, not reported */
 drop:
-	for (int i = 0; i < 3; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
-	if (master >= 0)
-		close(master);
-	agent_request_free(&rq);
-	free(buf);
 	shutdown(c->fd, SHUT_RDWR);
 	if (c->pid <= 0) {
 		close(c->fd);
 		c->fd = -1;
 	}
+out:
+	/* the command has its own copies */
+	for (int i = 0; i < 3; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	if (master >= 0)
+		close(master);
+	agent_request_free(&rq);
+	free(buf);
 }
 
 /* "SIG n" lines from the host; end of file kills the command's group. */

@@ -49,6 +49,18 @@ static void on_sigchld(int sig)
 	(void)sig;
 }
 
+/* The signals that ask the command to end, all to `handler`. */
+static void on_termination_signals(void (*handler)(int))
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = handler;
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+}
+
 static void exit_like(int st)
 {
 	if (WIFEXITED(st))
@@ -84,18 +96,11 @@ static int runtime_ended(int *st)
 
 static void relay_tty(int master, ended_fn ended)
 {
-	struct sigaction sa;
 	char buf[65536], rbuf[64];
 	size_t rlen = 0;
 	int in_open = 1, rs_open = fcntl(4, F_GETFD) >= 0;
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = forward;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	sa.sa_handler = on_sigchld;
-	sigaction(SIGCHLD, &sa, NULL);
+	/* the caller set where termination signals go */
 	for (;;) {
 		struct pollfd p[3];
 		int n = 0, r;
@@ -346,7 +351,6 @@ static void agent_exec(const char *sock, const char *reqfile)
 	struct agent_header h = { .magic = AGENT_MAGIC };
 	char *req, line[512], cbuf[CMSG_SPACE(3 * sizeof(int))];
 	int fds[3] = { 0, 1, 2 }, master = -1, st, r, tty;
-	struct sigaction sa;
 	struct stat sst;
 	int rfd;
 
@@ -396,14 +400,7 @@ static void agent_exec(const char *sock, const char *reqfile)
 	report("STARTED");
 	report("READY");
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = forward_to_agent;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	sigaction(SIGQUIT, &sa, NULL);
-	sigaction(SIGUSR1, &sa, NULL);
-	sigaction(SIGUSR2, &sa, NULL);
+	on_termination_signals(forward_to_agent);
 	if (master >= 0)
 		relay_tty(master, agent_ended);
 	for (;;) {
@@ -500,14 +497,8 @@ int do_runc(int argc, char **argv)
 	if (console)
 		lsock = console_listen(console);
 
+	on_termination_signals(forward);
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = forward;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	sigaction(SIGQUIT, &sa, NULL);
-	sigaction(SIGUSR1, &sa, NULL);
-	sigaction(SIGUSR2, &sa, NULL);
 	sa.sa_handler = on_sigchld;
 	sigaction(SIGCHLD, &sa, NULL);
 	if (detached && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
