@@ -346,6 +346,21 @@ static int process_gone(pid_t pid, int *pidfd)
     return kill(pid, 0) < 0 && errno == ESRCH;
 }
 
+/* A long-lived backend writes a line per call: each start moves a log past
+ * BACKEND_LOG_ROTATE bytes to LOG.1 (replacing an older one), so the two never
+ * hold much more than twice that. */
+#define BACKEND_LOG_ROTATE (16L << 20)
+static void rotate_log(const char *log_path)
+{
+    char old[PATH_MAX];
+    struct stat st;
+
+    if (stat(log_path, &st) < 0 || st.st_size <= BACKEND_LOG_ROTATE)
+        return;
+    if ((size_t)snprintf(old, sizeof(old), "%s.1", log_path) < sizeof(old))
+        (void)rename(log_path, old);
+}
+
 /* Start `node DIR/server.js [--idle-exit S]` detached: an intermediate child makes a
  * new session and spawns it, then exits, so init adopts the backend. stdin is
  * /dev/null, stdout and stderr append to log_path, cwd is /. The backend computes the
@@ -395,6 +410,7 @@ static int spawn_detached(const char *dir, const char *log_path, long idle_s, pi
 
         close(pfd[0]);
         unsetenv("CWSB_API_KEY");
+        rotate_log(log_path);
         rc = posix_spawn_file_actions_init(&fa);
         if (!rc)
             rc = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);

@@ -140,6 +140,24 @@ case_idle_exit() {
     assert_contains "$(tail -5 "$PB_DIR/backend.log")" "idle for 2 s" "the backend's log"
 }
 
+# A log past 16 MiB moves to backend.log.1 when the next backend starts.
+case_log_rotated_at_start() {
+    local m=$IT_WORK/mr pid
+    pid=$(pb_pid)
+    if [ -n "$pid" ]; then
+        kill -TERM "$pid"
+        gone_within "$pid" 15 || fail "the previous backend did not stop"
+    fi
+    mkdir -p "$PB_DIR" && chmod 700 "$PB_DIR"
+    echo "an old line" >"$PB_DIR/backend.log"
+    truncate -s 17M "$PB_DIR/backend.log"
+    it_mount "$m" notags none
+    assert_eq $((17 << 20)) "$(stat -c %s "$PB_DIR/backend.log.1")" "the old log kept as backend.log.1"
+    [ "$(stat -c %s "$PB_DIR/backend.log")" -lt 1048576 ] || fail "backend.log was not started anew"
+    assert_contains "$(cat "$PB_DIR/backend.log")" "listening on" "the new backend's log"
+    it_unmount "$m" || fail "unmount"
+}
+
 # Started by hand (a child here): exit status 0 on SIGTERM and after --idle-exit.
 case_exit_status_by_hand() {
     local pid rc out=$IT_WORK/hand.out
@@ -173,6 +191,7 @@ it_case case_started_kept_and_relisted
 it_case case_cleanup_stops_only_its_own
 it_case case_sigterm_then_two_mounts_one_backend
 it_case case_idle_exit
+it_case case_log_rotated_at_start
 it_case case_exit_status_by_hand
 it_case case_socket_path_too_long
 it_done
