@@ -156,6 +156,7 @@ case_log_rotated_at_start() {
     [ "$(stat -c %s "$PB_DIR/backend.log")" -lt 1048576 ] || fail "backend.log was not started anew"
     assert_contains "$(cat "$PB_DIR/backend.log")" "listening on" "the new backend's log"
     it_unmount "$m" || fail "unmount"
+    it_backend_private_stop || fail "the backend did not stop"
 }
 
 # Started by hand (a child here): exit status 0 on SIGTERM and after --idle-exit.
