@@ -435,7 +435,7 @@ class Manager {
     await fsp.writeFile(path.join(dir, "config.json"), JSON.stringify(config));
     if (sb.deleted || sb.freed) return this.free(sb);
 
-    const proc = helperSpawn(this, this.runcArgs(dir, ["run", "--bundle", dir, "--pid-file", path.join(dir, "pid"), sb.id], { pidFile: path.join(dir, "pid") }), {
+    const proc = helperSpawn(this, this.runcArgs(dir, ["run", "--detach", "--bundle", dir, "--pid-file", path.join(dir, "pid"), sb.id], { pidFile: path.join(dir, "pid") }), {
       env: { PATH: DEFAULT_PATH },
       stdio: ["ignore", "pipe", "pipe", "pipe"],
     });
@@ -550,6 +550,12 @@ class Manager {
     const jobs = sb.snapshotOnStop || [];
     sb.snapshotOnStop = null;
     for (const job of jobs) await job().catch((e) => this.log(`snapshot on delete of ${sb.id}: ${e.message}`));
+    // runc run --detach leaves the container's state and cgroups to `runc delete`
+    if (sb.proc) {
+      await this.runHelperRunc(["delete", "--force", sb.id]).catch((e) => {
+        if (!/does not exist/.test(e.message)) this.log(`runc delete ${sb.id}: ${e.message}`);
+      });
+    }
     if (sb.dir && sb.mounted) {
       const r = await this.runHelper(["umount", path.join(sb.dir, "rootfs")]);
       if (r.code !== 0) this.log(`cannot unmount the root of ${sb.id}: ${r.stderr}`);
