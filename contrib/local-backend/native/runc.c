@@ -1,16 +1,21 @@
 /*
  * runc.c - run the OCI runtime and supervise it (mode "runc").
  *
- * `runc run` and `runc exec` (not detached) pass our stdio to the container
- * process, write its host pid to --pid-file once it exists, and exit with its
- * status. We report that pid and "READY" on fd 3, forward termination signals
- * to the container process itself (runc cannot forward SIGKILL), relay a
- * terminal when the process has one, and exit with runc's status. When runc
- * fails before the process exists, its reason is the last error in its JSON log.
+ * `runc run` and `runc exec` pass our stdio to the container process and write
+ * its host pid to --pid-file once it exists. We report that pid and "READY" on
+ * fd 3, forward termination signals to the container process itself (runc
+ * cannot forward SIGKILL), relay a terminal when the process has one, and exit
+ * with the process's status. When runc fails before the process exists, its
+ * reason is the last error in its JSON log.
  *
- * runc hands a terminal to a console socket only when it detaches, so an exec
- * with a terminal runs `runc exec -d`: we are a child subreaper, the process
- * becomes our child when runc leaves, and we wait for it instead of runc.
+ * With --detach (a sandbox's main process; an exec with a terminal, since runc
+ * hands a terminal to a console socket only then) runc leaves once the process
+ * runs: we are a child subreaper, the process becomes our child, and we wait
+ * for it instead of runc, so no runc process stays for it. Without it (other
+ * execs) we wait for runc, which waits for the process.
+ *
+ * The exec agent's side is here too: starting it (--agent-listen) and running a
+ * command through it (--agent), see agent.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -5,10 +5,10 @@
  *       Starts the other modes for the server (see zygote.c).
  *
  *   sbx-helper runc --pid-file F --log F [--exec] [--console SOCK WxH] -- RUNC ARGS...
- *       Runs the OCI runtime (`runc run` for a sandbox's main process, `runc exec`
- *       for a command) and supervises it: reports the container process's host pid
- *       once it exists, relays a terminal, forwards signals to that process and
- *       exits with its status (see runc.c).
+ *       Runs the OCI runtime (`runc run --detach` for a sandbox's main process,
+ *       `runc exec` for a command) and supervises it: reports the container
+ *       process's host pid once it exists, relays a terminal, forwards signals to
+ *       that process and exits with its status (see runc.c).
  *
  *   sbx-helper runc ... --agent-listen SOCK -- runc exec --detach --preserve-fds 2 ...
  *   sbx-helper runc ... --agent SOCK --agent-request FILE -- runc exec ...
