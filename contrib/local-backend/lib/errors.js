@@ -60,4 +60,4 @@ function fileError(p, e) {
   }
 }
 
-module.exports = { apiError, E, fileError, DOMAIN, Code, ConnectError };
+module.exports = { E, fileError, DOMAIN, Code, ConnectError };

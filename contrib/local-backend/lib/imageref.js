@@ -57,4 +57,4 @@ function parseReference(input) {
   return { reference, domain, repository, tag, digest, pull };
 }
 
-module.exports = { parseReference, DEFAULT_DOMAIN };
+module.exports = { parseReference };

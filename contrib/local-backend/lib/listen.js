@@ -127,4 +127,4 @@ function readApiKey(file, env = process.env) {
   return env.CWSB_API_KEY || null;
 }
 
-module.exports = { defaultSocket, defaultStateDir, checkSocketPath, privateDir, isLive, listenUnix, readApiKey, SUN_PATH_MAX };
+module.exports = { defaultSocket, defaultStateDir, checkSocketPath, privateDir, listenUnix, readApiKey };

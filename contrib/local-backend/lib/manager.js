@@ -1044,4 +1044,4 @@ async function checkIsolation() {
   if (need.length) throw new Error(`refusing to start: this machine lacks ${need.join("; ")}`);
 }
 
-module.exports = { Manager, STATE_NAME, TERMINAL, FILE_LIMIT };
+module.exports = { Manager, STATE_NAME, TERMINAL };

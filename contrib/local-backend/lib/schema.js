@@ -46,7 +46,6 @@ function enumValues(desc, prefix) {
 module.exports = {
   registry,
   msg,
-  enumOf,
   SandboxService,
   State: enumValues(enumOf("State"), "STATE_"),
   SnapshotState: enumValues(enumOf("SnapshotState"), "SNAPSHOT_STATE_"),

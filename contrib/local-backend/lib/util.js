@@ -109,9 +109,4 @@ class ByteQueue {
   }
 }
 
-function randomId(prefix) {
-  const { randomBytes } = require("node:crypto");
-  return prefix + randomBytes(8).toString("hex");
-}
-
-module.exports = { parseBytes, parseCpuMillis, ByteQueue, randomId };
+module.exports = { parseBytes, parseCpuMillis, ByteQueue };
