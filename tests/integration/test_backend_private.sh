@@ -124,11 +124,7 @@ case_sigterm_then_two_mounts_one_backend() {
 # -o backend_idle=2: the backend stays while a mount holds it, then exits by itself.
 case_idle_exit() {
     local m=$IT_WORK/mi pid
-    pid=$(pb_pid)
-    if [ -n "$pid" ]; then
-        kill -TERM "$pid"
-        gone_within "$pid" 15 || fail "the previous backend did not stop"
-    fi
+    it_backend_private_stop || fail "the previous backend did not stop"
     it_mount "$m" notags,backend_idle=2 none
     pid=$(pb_pid)
     assert_contains "$(tr '\0' ' ' <"/proc/$pid/cmdline")" "--idle-exit 2" "the backend's command line"
@@ -142,12 +138,8 @@ case_idle_exit() {
 
 # A log past 16 MiB moves to backend.log.1 when the next backend starts.
 case_log_rotated_at_start() {
-    local m=$IT_WORK/mr pid
-    pid=$(pb_pid)
-    if [ -n "$pid" ]; then
-        kill -TERM "$pid"
-        gone_within "$pid" 15 || fail "the previous backend did not stop"
-    fi
+    local m=$IT_WORK/mr
+    it_backend_private_stop || fail "the previous backend did not stop"
     mkdir -p "$PB_DIR" && chmod 700 "$PB_DIR"
     echo "an old line" >"$PB_DIR/backend.log"
     truncate -s 17M "$PB_DIR/backend.log"

@@ -8,7 +8,7 @@ const { execFile } = require("node:child_process");
 const { EventEmitter } = require("node:events");
 const { randomUUID } = require("node:crypto");
 const { State, SnapshotState, SnapshotTrigger } = require("./schema");
-const { E } = require("./errors");
+const { E, fileError } = require("./errors");
 const { parseBytes, parseCpuMillis } = require("./util");
 const { Spawner } = require("./spawner");
 const { ImageStore } = require("./images");
@@ -116,10 +116,25 @@ class Sandbox {
   }
 }
 
-// Start the helper through the zygote: it holds the mount namespace the
-// sandboxes' roots are mounted in (native/zygote.c).
-function helperSpawn(m, args, opts) {
-  return m.spawner.spawn(args, opts);
+// Each line the helper reports on fd 3 ("PID n", "READY", "ERROR text"), to fn.
+function onStatusLines(child, fn) {
+  let buf = "";
+  child.stdio[3].on("error", () => {});
+  child.stdio[3].on("data", (d) => {
+    buf += d;
+    let nl;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      fn(line);
+    }
+  });
+}
+
+// The cgroup hierarchies: the unified one, or each v1 controller's.
+function cgroupRoots() {
+  const base = "/sys/fs/cgroup";
+  return fs.existsSync(path.join(base, "cgroup.controllers")) ? [base] : listDirs(base).map((d) => path.join(base, d));
 }
 
 // runc mounts each sandbox's root from inside its user namespace, as a uid
@@ -133,8 +148,9 @@ async function passSandboxesThrough(dir) {
 
 function checkSearchable(dir) {
   for (let d = dir; ; d = path.dirname(d)) {
-    if (!(fs.statSync(d).mode & 0o001)) {
-      throw new Error(`state directory: ${d} is not searchable by others (mode ${(fs.statSync(d).mode & 0o777).toString(8)}); the sandboxes' user namespace mounts their roots below it, so choose a state directory whose parents are (chmod o+x; listing may stay closed)`);
+    const mode = fs.statSync(d).mode;
+    if (!(mode & 0o001)) {
+      throw new Error(`state directory: ${d} is not searchable by others (mode ${(mode & 0o777).toString(8)}); the sandboxes' user namespace mounts their roots below it, so choose a state directory whose parents are (chmod o+x; listing may stay closed)`);
     }
     if (d === path.dirname(d)) return;
   }
@@ -194,9 +210,7 @@ class Manager {
   // detached and their cgroups removed. Found by name in the cgroup trees and
   // as the source of overlay mounts.
   async reapDeadServers() {
-    const base = "/sys/fs/cgroup";
-    const roots = fs.existsSync(path.join(base, "cgroup.controllers")) ? [base] : listDirs(base).map((d) => path.join(base, d));
-    const names = new Set(roots.flatMap((r) => listDirs(r)));
+    const names = new Set(cgroupRoots().flatMap((r) => listDirs(r)));
     for (const line of fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
       const m = / - overlay (cwsandbox-local-[0-9]+) /.exec(line);
       if (m) names.add(m[1]);
@@ -212,9 +226,7 @@ class Manager {
 
   // Our own cgroup parents, at shutdown.
   removeOwnCgroups() {
-    const base = "/sys/fs/cgroup";
-    const roots = fs.existsSync(path.join(base, "cgroup.controllers")) ? [base] : listDirs(base).map((d) => path.join(base, d));
-    for (const root of roots) {
+    for (const root of cgroupRoots()) {
       const dir = path.join(root, this.cgroupParent);
       try {
         for (const sub of listDirs(dir)) fs.rmdirSync(path.join(dir, sub));
@@ -244,7 +256,7 @@ class Manager {
   // Run a helper mode to its end: { code, stdout, stderr, status }.
   runHelper(args, input) {
     return new Promise((resolve) => {
-      const child = helperSpawn(this, args, { env: { PATH: DEFAULT_PATH }, stdio: [input ? "pipe" : "ignore", "pipe", "pipe", "pipe"] });
+      const child = this.spawner.spawn(args, { env: { PATH: DEFAULT_PATH }, stdio: [input ? "pipe" : "ignore", "pipe", "pipe", "pipe"] });
       const out = [];
       const err = [];
       let status = "";
@@ -435,25 +447,18 @@ class Manager {
     await fsp.writeFile(path.join(dir, "config.json"), JSON.stringify(config));
     if (sb.deleted || sb.freed) return this.free(sb);
 
-    const proc = helperSpawn(this, this.runcArgs(dir, ["run", "--detach", "--bundle", dir, "--pid-file", path.join(dir, "pid"), sb.id], { pidFile: path.join(dir, "pid") }), {
+    const proc = this.spawner.spawn(this.runcArgs(dir, ["run", "--detach", "--bundle", dir, "--pid-file", path.join(dir, "pid"), sb.id], { pidFile: path.join(dir, "pid") }), {
       env: { PATH: DEFAULT_PATH },
       stdio: ["ignore", "pipe", "pipe", "pipe"],
     });
     sb.proc = proc;
     proc.stdout.on("data", (d) => sb.logs.append(d));
     proc.stderr.on("data", (d) => sb.logs.append(d));
-    let status = "";
     let setupError = null;
-    proc.stdio[3].on("data", (d) => {
-      status += d.toString();
-      let nl;
-      while ((nl = status.indexOf("\n")) >= 0) {
-        const line = status.slice(0, nl);
-        status = status.slice(nl + 1);
-        if (line.startsWith("PID ")) sb.pid = parseInt(line.slice(4), 10);
-        else if (line === "READY") this.running(sb);
-        else if (line.startsWith("ERROR ")) setupError = line.slice(6);
-      }
+    onStatusLines(proc, (line) => {
+      if (line.startsWith("PID ")) sb.pid = parseInt(line.slice(4), 10);
+      else if (line === "READY") this.running(sb);
+      else if (line.startsWith("ERROR ")) setupError = line.slice(6);
     });
     sb.exited = new Promise((resolve) => {
       proc.on("close", (code, signal) => {
@@ -719,21 +724,17 @@ class Manager {
     const args = ["exec", "--detach", "--preserve-fds", "2", "--process", path.join(dir, "process.json"), "--pid-file", path.join(dir, "pid"), sb.id];
     const h = this.runcArgs(sb.dir, args, { pidFile: path.join(dir, "pid"), log: path.join(dir, "runc.log") });
     h.splice(1, 0, "--agent-listen", sock);
-    const child = helperSpawn(this, h, { env: { PATH: DEFAULT_PATH }, stdio: ["ignore", "ignore", "pipe", "pipe"] });
-    let status = "";
+    const child = this.spawner.spawn(h, { env: { PATH: DEFAULT_PATH }, stdio: ["ignore", "ignore", "pipe", "pipe"] });
     let err = "";
     child.stderr.on("data", (d) => (err += d));
-    child.stdio[3].on("data", (d) => {
-      status += d;
-      if (status.includes("READY\n") && !sb.freed) sb.agentSock = sock;
+    onStatusLines(child, (line) => {
+      if (line === "READY" && !sb.freed) sb.agentSock = sock;
     });
-    child.stdio[3].on("error", () => {});
     child.on("close", (code) => {
       sb.agentSock = null;
       if (!sb.freed && sb.state === State.RUNNING) this.log(`the exec agent of ${sb.id} ended (${code}); commands use runc exec ${err.trim()}`);
     });
     child.on("error", () => {});
-    sb.agent = child;
   }
 
   // Spawn a command inside a running sandbox with `runc exec`: it joins the
@@ -764,33 +765,21 @@ class Manager {
       fs.writeFileSync(path.join(xdir, "agent.req"), Buffer.from(strs.join("\0") + "\0"));
       h.splice(1, 0, "--agent", sb.agentSock, "--agent-request", path.join(xdir, "agent.req"));
     }
-    const child = helperSpawn(this, h, {
+    const child = this.spawner.spawn(h, {
       env: { PATH: DEFAULT_PATH },
       stdio,
     });
     if (tty) child.stdio[4].on("error", () => {});
     sb.execs.add(child);
     child.setupError = null;
-    child.started = false;
-    let status = "";
-    child.stdio[3].on("data", (d) => {
-      status += d.toString();
-      let nl;
-      while ((nl = status.indexOf("\n")) >= 0) {
-        const line = status.slice(0, nl);
-        status = status.slice(nl + 1);
-        if (line.startsWith("PID ")) {
-          child.started = true;
-          child.containerPid = parseInt(line.slice(4), 10);
-        } else if (line === "STARTED") child.started = true; // through the agent: no host pid
-        else if (line === "READY") {
-          child.ready = true;
-          child.emit("ready");
-        }
-        else if (line.startsWith("ERROR ") && !child.ready) child.setupError = line.slice(6);
-      }
+    onStatusLines(child, (line) => {
+      // a host pid comes from runc; through the agent there is none
+      if (line.startsWith("PID ")) child.containerPid = parseInt(line.slice(4), 10);
+      else if (line === "READY") {
+        child.ready = true;
+        child.emit("ready");
+      } else if (line.startsWith("ERROR ") && !child.ready) child.setupError = line.slice(6);
     });
-    child.stdio[3].on("error", () => {});
     child.on("close", () => {
       sb.execs.delete(child);
       fs.rm(xdir, { recursive: true, force: true }, () => {});
@@ -829,7 +818,7 @@ class Manager {
       if (code === "EFBIG") throw E.tooLarge(p, op === "write" ? input.length : FILE_LIMIT + 1, FILE_LIMIT);
       if (code === "EINVAL" && op === "write") throw E.invalid(`${p} is not a regular file`);
       if (code === "ENOTDIR") throw E.io(p, new Error("a parent of the path is not a directory"));
-      throw require("./errors").fileError(p, Object.assign(new Error(words.join(" ")), { code }));
+      throw fileError(p, Object.assign(new Error(words.join(" ")), { code }));
     }
     if (!line.startsWith("OK") || r.code !== 0) {
       if (sb.state !== State.RUNNING) throw E.notRunning(sb.id, STATE_NAME[sb.state]);
@@ -847,8 +836,7 @@ class Manager {
     if (content.length > FILE_LIMIT) throw E.tooLarge(p, content.length, FILE_LIMIT);
     const ip = this.resolvePath(sb, p);
     if (ip === "/" || ip.endsWith("/")) throw E.isDirectory(p);
-    // an empty input still needs a pipe, so the helper sees end-of-file rather than /dev/null semantics
-    await this.fileOp(sb, "write", p, content.length ? content : Buffer.alloc(0));
+    await this.fileOp(sb, "write", p, content); // a Buffer, empty or not: always a pipe
   }
 
   // ------------------------------------------------------------- snapshots

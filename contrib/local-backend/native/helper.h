@@ -2,11 +2,15 @@
 #ifndef SBX_HELPER_H
 #define SBX_HELPER_H
 
+#include <stdarg.h>
+
 /* Status lines on fd 3, when the server gave one ("PID n", "READY", "ERROR text"). */
 void report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* report "ERROR text", say it on stderr, exit 127 */
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 int write_all(int fd, const char *buf, long n);
+/* fmt and a newline to fd, whole */
+int write_line(int fd, const char *fmt, va_list ap);
 
 /*
  * A command for the exec agent (agent.c): a header, sent with the command's

@@ -402,8 +402,7 @@ static void agent_exec(const char *sock, const char *reqfile)
 		die("%s", line + 6);
 	if (strncmp(line, "PID ", 4) || (tty && master < 0))
 		die("the sandbox's exec agent answered \"%s\"", line);
-	report("STARTED");
-	report("READY");
+	report("READY"); /* no "PID": the agent's pid is not a host pid */
 
 	on_termination_signals(forward_to_agent);
 	if (master >= 0)

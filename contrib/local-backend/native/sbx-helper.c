@@ -53,25 +53,28 @@
 
 static int status_fd = -1;
 
-void report(const char *fmt, ...)
+int write_line(int fd, const char *fmt, va_list ap)
 {
 	char buf[4096];
+	int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+
+	if (n < 0)
+		return -1;
+	if (n > (int)sizeof(buf) - 2)
+		n = sizeof(buf) - 2;
+	buf[n++] = '\n';
+	return write_all(fd, buf, n);
+}
+
+void report(const char *fmt, ...)
+{
 	va_list ap;
-	int n;
 
 	if (status_fd < 0)
 		return;
 	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+	(void)write_line(status_fd, fmt, ap); /* the server may be gone: nothing to tell */
 	va_end(ap);
-	if (n < 0)
-		return;
-	if (n > (int)sizeof(buf) - 2)
-		n = sizeof(buf) - 2;
-	buf[n++] = '\n';
-	if (write(status_fd, buf, n) < 0) {
-		/* the server went away; nothing to tell */
-	}
 }
 
 void die(const char *fmt, ...)

@@ -80,19 +80,13 @@ static int zparse(struct zreq *r, size_t *used)
 
 static void zsay(const char *fmt, ...)
 {
-	char buf[1024];
 	va_list ap;
-	int n;
+	int r;
 
 	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+	r = write_line(1, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		return;
-	if (n > (int)sizeof(buf) - 2)
-		n = sizeof(buf) - 2;
-	buf[n++] = '\n';
-	if (write_all(1, buf, n) < 0)
+	if (r < 0)
 		_exit(0);
 }
 
