@@ -513,8 +513,15 @@ void rootfs_write(fuse_req_t req, struct rootfs_file *f, const char *buf, size_t
     }
     int rc = write_all(f->fd, buf, size, off);
     if (rc < 0) {
-        sandbox_fail(f->sb, -rc, "write %s: local spool %s: %s", f->path, f->spool_path,
-                     strerror(-rc));
+        /* The spool now holds a part of what the program meant to write: sending it
+         * would replace a good file with a truncated one. Every later flush and fsync
+         * fails and the sandbox's file stays as it was. */
+        if (!f->write_err)
+            f->write_err = rc;
+        f->failed = 1;
+        sandbox_fail(f->sb, -rc,
+                     "write %s: local spool %s: %s; the sandbox's file is left as it was", f->path,
+                     f->spool_path, strerror(-rc));
         fuse_reply_err(req, -rc);
         return;
     }
@@ -590,7 +597,7 @@ static void upload_finish(struct upload_ctx *uc, int err, int said)
 {
     struct rootfs_file *f = uc->f;
     f->uploading = 0;
-    if (!err && f->epoch == uc->epoch) {
+    if (!err && f->epoch == uc->epoch && !f->write_err) {
         f->dirty = 0;
         f->failed = 0;
     }
@@ -607,6 +614,10 @@ static void upload_finish(struct upload_ctx *uc, int err, int said)
     free(uc->pending);
     free(uc->out.errtext);
     free(uc);
+    if (f->write_err) { /* a write failed while sending: the rest is never sent */
+        flushes_answer(f, f->write_err);
+        return;
+    }
     if (!err && f->dirty && !f->released) { /* written to while sending: send again */
         upload_start(f);
         return;
@@ -797,6 +808,10 @@ static void upload_start(struct rootfs_file *f)
 
 void rootfs_flush(fuse_req_t req, struct rootfs_file *f)
 {
+    if (f->write_err && !f->uploading) {
+        fuse_reply_err(req, -f->write_err);
+        return;
+    }
     if (!f->dirty && !f->uploading) {
         fuse_reply_err(req, 0);
         return;
