@@ -547,6 +547,19 @@ struct upload_ctx {
     struct cmd_outcome out;
 };
 
+/* A streamed replacement goes to a temporary name in the target's directory and is
+ * renamed over it only once all of it arrived, so a send that fails or is cut leaves
+ * the old file (a retry makes a new temporary). The mode is the old file's (as `cat >`
+ * kept it) or the umask's for a new one; a link is written through, never replaced. */
+#define REPLACE_SCRIPT                                                                             \
+    "p=$1; if [ -L \"$p\" ]; then p=$(readlink -f -- \"$p\") || exit 1; fi; "                      \
+    "t=$(mktemp \"$(dirname -- \"$p\")/.cwsfs.XXXXXX\") || exit 1; "                               \
+    "trap 'rm -f -- \"$t\"; exit 1' HUP INT TERM PIPE; "                                           \
+    "if [ -e \"$p\" ]; then m=$(stat -c %a -- \"$p\"); "                                           \
+    "else m=$(printf %o $((0666 & ~0$(umask)))); fi; "                                             \
+    "chmod \"$m\" \"$t\" && cat > \"$t\" && mv -f -- \"$t\" \"$p\" && exit 0; "                    \
+    "rm -f -- \"$t\"; exit 1"
+
 static void upload_start(struct rootfs_file *f);
 
 static void flushes_answer(struct rootfs_file *f, int err)
@@ -774,8 +787,8 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
         return;
     }
     /* Above the cap: stdin of a command that writes its input to the path ($1, never
-     * pasted into the script). */
-    const char *argv[] = {"sh", "-c", "cat > \"$1\"", "sh", f->path, NULL};
+     * pasted into the script), atomically (REPLACE_SCRIPT). */
+    const char *argv[] = {"sh", "-c", REPLACE_SCRIPT, "sh", f->path, NULL};
     upload_stream_reset(uc);
     uc->fd = dup(f->fd);
     if (uc->fd < 0 || execmsg_init(sb->id, argv, &uc->pending, &uc->pending_len) < 0) {

@@ -54,5 +54,45 @@ PY
     umount "$sp" || fail "umount $sp"
 }
 
+# A streamed replacement (above the 32 MiB WriteFile cap) whose writer is killed during
+# close: while the send is in flight, and after it ended either way, the sandbox's file is
+# the old one or the whole new one, never a part (the old code's `cat >` truncated it first).
+case_cut_replacement_never_half_written() {
+    local pid line got i
+    must mkdir -p "$R/it/cut"
+    inside 'printf "old content\n" > /it/cut/f' >/dev/null
+    coproc W { "$IT_PY" - "$R/it/cut/f" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
+chunk = b"n" * (1 << 20)
+for _ in range(100):
+    os.write(fd, chunk)
+print("closing", flush=True)
+os.close(fd)
+PY
+    }
+    pid=$W_PID
+    read -r -t "$(t 60)" line <&"${W[0]}" || fail "the writer did not reach close"
+    assert_eq closing "$line" "writer"
+    sleep 0.3
+    kill -KILL "$pid" 2>/dev/null
+    got=$(inside 'head -c 11 /it/cut/f; echo " $(stat -c %s /it/cut/f)"')
+    [ "$got" = "old content 12" ] || [ "$got" = "nnnnnnnnnnn 104857600" ] ||
+        fail "the sandbox's file during the send: $(_it_show "$got")"
+    wait "$pid" 2>/dev/null
+    for ((i = 0; i < 60; i++)); do
+        [ -z "$(inside 'ls -A /it/cut | grep -v "^f$" || true')" ] && break
+        sleep 1
+    done
+    got=$(inside 'head -c 11 /it/cut/f; echo " $(stat -c %s /it/cut/f)"; ls -A /it/cut | tr "\n" " "')
+    it_log "after the send: $got"
+    case $got in
+    "old content 12"*|"nnnnnnnnnnn 104857600"*) ;;
+    *) fail "the sandbox's file after the send: $(_it_show "$got")" ;;
+    esac
+    assert_eq "f" "$(inside 'ls -A /it/cut')" "no temporary left in the directory"
+}
+
 it_case case_enospc_keeps_old_file
+it_case case_cut_replacement_never_half_written
 it_done
