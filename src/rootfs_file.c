@@ -43,6 +43,11 @@ static struct rootfs_file *file_new(struct sandbox *sb, const char *path, int fl
         return NULL;
     }
     f->append = !!(flags & O_APPEND);
+    /* `>>` and loggers: nothing is fetched, and each flush appends only the bytes
+     * written since the last one inside the sandbox, so concurrent appenders through
+     * the mount (or inside the sandbox) lose nothing and a big log does not travel.
+     * O_RDWR|O_APPEND still fetches: its reads need the content. */
+    f->appendonly = (flags & O_APPEND) && (flags & O_ACCMODE) == O_WRONLY && !(flags & O_TRUNC);
     f->mode = S_IFREG | 0644;
     f->sb = sb;
     sandbox_ref(sb);
@@ -386,6 +391,10 @@ void rootfs_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi)
         open_finish(rc, 0);
         return;
     }
+    if (f->appendonly) { /* nothing to fetch: only new bytes are sent */
+        open_finish(rc, 0);
+        return;
+    }
     char *parent = rootfs_path_parent(n->path);
     if (!parent) {
         open_finish(rc, -ENOMEM);
@@ -427,6 +436,10 @@ static void create_listed(struct sandbox *sb, int err, struct dirlist *dl, void 
         rc->creating = 1;
         rc->flag = rc->fi.flags;
         f->mode = e->st.st_mode;
+        if (f->appendonly) {
+            open_finish(rc, 0);
+            return;
+        }
         open_listed(sb, 0, dl, rc);
         return;
     }
@@ -539,6 +552,7 @@ struct upload_ctx {
     uint64_t epoch;
     int fd; /* our own dup: the body callback reads it on the worker */
     off_t off, size;
+    off_t start;  /* first spool byte sent: an append sends only what is new */
     int stage;    /* 0 head, 1 stdin chunks, 2 close, 3 done */
     int streamed; /* StreamExec even under the cap (WriteFile refused the size) */
     int attempts; /* StreamExec sends started */
@@ -610,6 +624,8 @@ static void upload_finish(struct upload_ctx *uc, int err, int said)
 {
     struct rootfs_file *f = uc->f;
     f->uploading = 0;
+    if (!err && f->appendonly)
+        f->sent = uc->size;
     if (!err && f->epoch == uc->epoch && !f->write_err) {
         f->dirty = 0;
         f->failed = 0;
@@ -721,7 +737,8 @@ static void upload_stream_done(uint64_t call, const struct api_result *res, void
     struct upload_ctx *uc = ud;
     pthread_mutex_lock(&fs_lock);
     int err = res->err;
-    if (err == -EHOSTUNREACH && uc->attempts < UPLOAD_MAX_ATTEMPTS) {
+    /* An append sent twice would be appended twice: never repeated. */
+    if (err == -EHOSTUNREACH && uc->attempts < UPLOAD_MAX_ATTEMPTS && !uc->f->appendonly) {
         /* The whole content goes again (`cat >` rewrites the file), so a send whose end
          * got stuck (api.c) or whose connection broke can simply be repeated. */
         log_warn("%s: %s: sending again (%s)", uc->f->sb->name, uc->f->path,
@@ -736,7 +753,7 @@ static void upload_stream_done(uint64_t call, const struct api_result *res, void
     else
         err = outcome_check(&uc->out, uc->f->sb, "write", uc->f->path);
     if (!err)
-        session.bytes_written += (uint64_t)uc->size;
+        session.bytes_written += (uint64_t)(uc->size - uc->start);
     upload_finish(uc, err, 1);
     pthread_mutex_unlock(&fs_lock);
     (void)call;
@@ -752,7 +769,7 @@ static void upload_stream_reset(struct upload_ctx *uc)
     free(uc->pending);
     uc->pending = NULL;
     uc->pending_len = uc->pending_pos = 0;
-    uc->off = 0;
+    uc->off = uc->start;
     free(uc->out.errtext);
     memset(&uc->out, 0, sizeof(uc->out));
 }
@@ -770,7 +787,8 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
     }
     uc->size = st.st_size;
     uc->epoch = f->epoch;
-    if ((uint64_t)st.st_size <= ROOTFS_UNARY_CAP && !uc->streamed) {
+    uc->start = f->appendonly ? f->sent : 0;
+    if ((uint64_t)st.st_size <= ROOTFS_UNARY_CAP && !uc->streamed && !f->appendonly) {
         char *data = malloc((size_t)st.st_size + 1);
         ssize_t got = data ? pread(f->fd, data, (size_t)st.st_size, 0) : -1;
         if (got != st.st_size) {
@@ -788,7 +806,8 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
     }
     /* Above the cap: stdin of a command that writes its input to the path ($1, never
      * pasted into the script), atomically (REPLACE_SCRIPT). */
-    const char *argv[] = {"sh", "-c", REPLACE_SCRIPT, "sh", f->path, NULL};
+    const char *argv[] = {"sh", "-c",    f->appendonly ? "cat >> \"$1\"" : REPLACE_SCRIPT,
+                          "sh", f->path, NULL};
     upload_stream_reset(uc);
     uc->fd = dup(f->fd);
     if (uc->fd < 0 || execmsg_init(sb->id, argv, &uc->pending, &uc->pending_len) < 0) {

@@ -93,6 +93,39 @@ PY
     assert_eq "f" "$(inside 'ls -A /it/cut')" "no temporary left in the directory"
 }
 
+# 20 processes appending 100 lines each with >> at once: all 2000 lines arrive.
+case_concurrent_appenders_lose_nothing() {
+    local p
+    must mkdir -p "$R/it/app"
+    inside ': > /it/app/log' >/dev/null
+    for p in $(seq 1 20); do
+        (for i in $(seq 1 100); do echo "p$p line $i" >>"$R/it/app/log" || exit 1; done) &
+    done
+    wait
+    assert_eq 2000 "$(inside 'wc -l < /it/app/log')" "lines after 20 x 100 concurrent appends"
+    assert_eq 2000 "$(inside 'sort -u /it/app/log | wc -l')" "distinct lines"
+}
+
+# A line appended to a 40 MiB log sends that line, not the log: no ReadFile, no
+# WriteFile, one StreamExec, and the byte counter grows by the line's size.
+case_append_sends_only_new_bytes() {
+    local before after
+    must mkdir -p "$R/it/big"
+    inside 'head -c 41943040 /dev/zero > /it/big/log' >/dev/null
+    before=$(awk '/^cwsfs_file_written_bytes_total/ {print $2}' "$MNT/.metrics")
+    calls_mark
+    echo "one more line" >>"$R/it/big/log" || fail "append"
+    assert_eq 0 "$(calls_since ReadFile)" "ReadFile calls for an append"
+    assert_eq 0 "$(calls_since WriteFile)" "WriteFile calls for an append"
+    assert_eq 1 "$(calls_since StreamExec)" "StreamExec calls for an append"
+    it_figure "one line appended to a 40 MiB file: $(calls_since_all)"
+    after=$(awk '/^cwsfs_file_written_bytes_total/ {print $2}' "$MNT/.metrics")
+    assert_eq 14 "$((after - before))" "bytes sent for the appended line"
+    assert_eq "41943054 one more line" "$(inside 'echo "$(stat -c %s /it/big/log) $(tail -n 1 /it/big/log)"')" "the log in the sandbox"
+}
+
 it_case case_enospc_keeps_old_file
+it_case case_concurrent_appenders_lose_nothing
+it_case case_append_sends_only_new_bytes
 it_case case_cut_replacement_never_half_written
 it_done
