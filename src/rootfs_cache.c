@@ -250,7 +250,11 @@ void rootfs_spool_attr(struct rootfs_file *f, const struct stat *listed, fuse_in
         st->st_blksize = 4096;
     }
     if (fstat(f->fd, &sp) == 0) {
-        st->st_size = sp.st_size;
+        /* An append-only spool holds only the new bytes, which go after the listed ones. */
+        if (f->appendonly)
+            st->st_size = (listed ? listed->st_size : 0) + sp.st_size - f->sent;
+        else
+            st->st_size = sp.st_size;
         st->st_blocks = sp.st_blocks;
         if (f->dirty || f->uploading || !listed)
             st->st_mtim = st->st_ctim = st->st_atim = sp.st_mtim;

@@ -43,6 +43,11 @@ static struct rootfs_file *file_new(struct sandbox *sb, const char *path, int fl
         return NULL;
     }
     f->append = !!(flags & O_APPEND);
+    /* `>>` and loggers: nothing is fetched, and each flush appends only the bytes
+     * written since the last one inside the sandbox, so concurrent appenders through
+     * the mount (or inside the sandbox) lose nothing and a big log does not travel.
+     * O_RDWR|O_APPEND still fetches: its reads need the content. */
+    f->appendonly = (flags & O_APPEND) && (flags & O_ACCMODE) == O_WRONLY && !(flags & O_TRUNC);
     f->mode = S_IFREG | 0644;
     f->sb = sb;
     sandbox_ref(sb);
@@ -386,6 +391,10 @@ void rootfs_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi)
         open_finish(rc, 0);
         return;
     }
+    if (f->appendonly) { /* nothing to fetch: only new bytes are sent */
+        open_finish(rc, 0);
+        return;
+    }
     char *parent = rootfs_path_parent(n->path);
     if (!parent) {
         open_finish(rc, -ENOMEM);
@@ -427,6 +436,10 @@ static void create_listed(struct sandbox *sb, int err, struct dirlist *dl, void 
         rc->creating = 1;
         rc->flag = rc->fi.flags;
         f->mode = e->st.st_mode;
+        if (f->appendonly) {
+            open_finish(rc, 0);
+            return;
+        }
         open_listed(sb, 0, dl, rc);
         return;
     }
@@ -513,8 +526,15 @@ void rootfs_write(fuse_req_t req, struct rootfs_file *f, const char *buf, size_t
     }
     int rc = write_all(f->fd, buf, size, off);
     if (rc < 0) {
-        sandbox_fail(f->sb, -rc, "write %s: local spool %s: %s", f->path, f->spool_path,
-                     strerror(-rc));
+        /* The spool now holds a part of what the program meant to write: sending it
+         * would replace a good file with a truncated one. Every later flush and fsync
+         * fails and the sandbox's file stays as it was. */
+        if (!f->write_err)
+            f->write_err = rc;
+        f->failed = 1;
+        sandbox_fail(f->sb, -rc,
+                     "write %s: local spool %s: %s; the sandbox's file is left as it was", f->path,
+                     f->spool_path, strerror(-rc));
         fuse_reply_err(req, -rc);
         return;
     }
@@ -532,6 +552,7 @@ struct upload_ctx {
     uint64_t epoch;
     int fd; /* our own dup: the body callback reads it on the worker */
     off_t off, size;
+    off_t start;  /* first spool byte sent: an append sends only what is new */
     int stage;    /* 0 head, 1 stdin chunks, 2 close, 3 done */
     int streamed; /* StreamExec even under the cap (WriteFile refused the size) */
     int attempts; /* StreamExec sends started */
@@ -539,6 +560,19 @@ struct upload_ctx {
     size_t pending_len, pending_pos;
     struct cmd_outcome out;
 };
+
+/* A streamed replacement goes to a temporary name in the target's directory and is
+ * renamed over it only once all of it arrived, so a send that fails or is cut leaves
+ * the old file (a retry makes a new temporary). The mode is the old file's (as `cat >`
+ * kept it) or the umask's for a new one; a link is written through, never replaced. */
+#define REPLACE_SCRIPT                                                                             \
+    "p=$1; if [ -L \"$p\" ]; then p=$(readlink -f -- \"$p\") || exit 1; fi; "                      \
+    "t=$(mktemp \"$(dirname -- \"$p\")/.cwsfs.XXXXXX\") || exit 1; "                               \
+    "trap 'rm -f -- \"$t\"; exit 1' HUP INT TERM PIPE; "                                           \
+    "if [ -e \"$p\" ]; then m=$(stat -c %a -- \"$p\"); "                                           \
+    "else m=$(printf %o $((0666 & ~0$(umask)))); fi; "                                             \
+    "chmod \"$m\" \"$t\" && cat > \"$t\" && mv -f -- \"$t\" \"$p\" && exit 0; "                    \
+    "rm -f -- \"$t\"; exit 1"
 
 static void upload_start(struct rootfs_file *f);
 
@@ -590,7 +624,9 @@ static void upload_finish(struct upload_ctx *uc, int err, int said)
 {
     struct rootfs_file *f = uc->f;
     f->uploading = 0;
-    if (!err && f->epoch == uc->epoch) {
+    if (!err && f->appendonly)
+        f->sent = uc->size;
+    if (!err && f->epoch == uc->epoch && !f->write_err) {
         f->dirty = 0;
         f->failed = 0;
     }
@@ -607,6 +643,10 @@ static void upload_finish(struct upload_ctx *uc, int err, int said)
     free(uc->pending);
     free(uc->out.errtext);
     free(uc);
+    if (f->write_err) { /* a write failed while sending: the rest is never sent */
+        flushes_answer(f, f->write_err);
+        return;
+    }
     if (!err && f->dirty && !f->released) { /* written to while sending: send again */
         upload_start(f);
         return;
@@ -697,7 +737,8 @@ static void upload_stream_done(uint64_t call, const struct api_result *res, void
     struct upload_ctx *uc = ud;
     pthread_mutex_lock(&fs_lock);
     int err = res->err;
-    if (err == -EHOSTUNREACH && uc->attempts < UPLOAD_MAX_ATTEMPTS) {
+    /* An append sent twice would be appended twice: never repeated. */
+    if (err == -EHOSTUNREACH && uc->attempts < UPLOAD_MAX_ATTEMPTS && !uc->f->appendonly) {
         /* The whole content goes again (`cat >` rewrites the file), so a send whose end
          * got stuck (api.c) or whose connection broke can simply be repeated. */
         log_warn("%s: %s: sending again (%s)", uc->f->sb->name, uc->f->path,
@@ -712,7 +753,7 @@ static void upload_stream_done(uint64_t call, const struct api_result *res, void
     else
         err = outcome_check(&uc->out, uc->f->sb, "write", uc->f->path);
     if (!err)
-        session.bytes_written += (uint64_t)uc->size;
+        session.bytes_written += (uint64_t)(uc->size - uc->start);
     upload_finish(uc, err, 1);
     pthread_mutex_unlock(&fs_lock);
     (void)call;
@@ -728,7 +769,7 @@ static void upload_stream_reset(struct upload_ctx *uc)
     free(uc->pending);
     uc->pending = NULL;
     uc->pending_len = uc->pending_pos = 0;
-    uc->off = 0;
+    uc->off = uc->start;
     free(uc->out.errtext);
     memset(&uc->out, 0, sizeof(uc->out));
 }
@@ -746,7 +787,8 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
     }
     uc->size = st.st_size;
     uc->epoch = f->epoch;
-    if ((uint64_t)st.st_size <= ROOTFS_UNARY_CAP && !uc->streamed) {
+    uc->start = f->appendonly ? f->sent : 0;
+    if ((uint64_t)st.st_size <= ROOTFS_UNARY_CAP && !uc->streamed && !f->appendonly) {
         char *data = malloc((size_t)st.st_size + 1);
         ssize_t got = data ? pread(f->fd, data, (size_t)st.st_size, 0) : -1;
         if (got != st.st_size) {
@@ -763,8 +805,9 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
         return;
     }
     /* Above the cap: stdin of a command that writes its input to the path ($1, never
-     * pasted into the script). */
-    const char *argv[] = {"sh", "-c", "cat > \"$1\"", "sh", f->path, NULL};
+     * pasted into the script), atomically (REPLACE_SCRIPT). */
+    const char *argv[] = {"sh", "-c",    f->appendonly ? "cat >> \"$1\"" : REPLACE_SCRIPT,
+                          "sh", f->path, NULL};
     upload_stream_reset(uc);
     uc->fd = dup(f->fd);
     if (uc->fd < 0 || execmsg_init(sb->id, argv, &uc->pending, &uc->pending_len) < 0) {
@@ -797,6 +840,10 @@ static void upload_start(struct rootfs_file *f)
 
 void rootfs_flush(fuse_req_t req, struct rootfs_file *f)
 {
+    if (f->write_err && !f->uploading) {
+        fuse_reply_err(req, -f->write_err);
+        return;
+    }
     if (!f->dirty && !f->uploading) {
         fuse_reply_err(req, 0);
         return;
