@@ -108,7 +108,21 @@ static void exec_on_done(uint64_t call, const struct api_result *res, void *ud)
     struct sandbox *sb = ex->sb;
     pthread_mutex_lock(&fs_lock);
     int err = 0;
-    if (res->err && !ex->ended) {
+    if (res->err && !ex->ended && res->sent &&
+        (res->err == -EHOSTUNREACH || res->err == -ETIMEDOUT)) {
+        /* The request left and its answer never came (or stopped): the service may
+         * have run the command. Saying "failed" would invite a retry that runs it
+         * twice; an exec is never sent again (api.c retries only idempotent calls). */
+        err = -ETIMEDOUT;
+        free(ex->failure);
+        if (asprintf(&ex->failure,
+                     "outcome unknown: %s, then no answer (%s); the command may have run",
+                     ex->started ? "it started" : "the request was sent",
+                     res->error.message ? res->error.message : res->error.code) < 0)
+            ex->failure = NULL;
+        sandbox_fail(sb, ETIMEDOUT, "exec %u: StreamExec: %s", ex->no,
+                     ex->failure ? ex->failure : "outcome unknown");
+    } else if (res->err && !ex->ended) {
         err = res->err;
         if (!ex->failure && asprintf(&ex->failure, "%s: %s", res->error.code,
                                      res->error.message ? res->error.message : "") < 0)

@@ -130,7 +130,35 @@ case_dropped_output_reported_only_when_missed() {
     assert_eq 1 "$warnings" "log lines about dropped output"
 }
 
+# An exec whose answer never comes (held back by the proxy) is not "failed": the write
+# that started it fails with ETIMEDOUT, `error` says the outcome is unknown and the
+# command may have run, and it is never sent again (it ran once).
+case_unanswered_exec_is_unknown_not_failed() {
+    local d=$IT_WORK/hold m=$IT_WORK/mhold err st
+    it_fault_proxy "$d" hold-exec 1
+    it_mount "$m" "" "$FAULT_URL"
+    mksb held "$m"
+    ctl "$SB" start
+    calls_mark
+    ctl_fails "Connection timed out" "$SB" "exec echo x >> /tmp/ran"
+    grep -q 'answer held back' "$d/log" || fail "the proxy held no answer: $(cat "$d/log")"
+    err=$(rd "$SB/error") || exit 1
+    it_log "error after an unanswered exec: $err"
+    assert_contains "$err" "outcome unknown" "error after an unanswered exec"
+    assert_contains "$err" "may have run" "error after an unanswered exec"
+    st=$(rd "$SB/exec/1/status") || exit 1
+    assert_contains "$st" "outcome unknown" "exec/1/status"
+    assert_eq 1 "$(calls_since StreamExec)" "StreamExec calls for one unanswered exec"
+    # it did run, once
+    ctl "$SB" "exec cat /tmp/ran"
+    assert_file_eq "$SB/exec/2/stdout" $'x\n'
+    ctl "$SB" "stop 0"
+    IT_LOG_ALLOW='.' it_unmount "$m" || fail "unmount"
+    kill "$FAULT_PID"
+}
+
 it_case case_long_ctl_line_in_one_write_is_einval
+it_case case_unanswered_exec_is_unknown_not_failed
 it_case case_finished_execs_hold_no_descriptors 400
 it_case case_no_descriptor_left_is_a_clear_error
 it_case case_full_spool_reads_as_eio
