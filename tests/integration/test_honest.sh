@@ -157,7 +157,46 @@ case_unanswered_exec_is_unknown_not_failed() {
     kill "$FAULT_PID"
 }
 
+# bg_mount MNT OPTIONS: cwsfs in the background (no -f); its stderr in $MNT.err.
+bg_mount() {
+    mkdir -p "$1"
+    "$CWSFS_BIN" "$1" -o "endpoint=$IT_URL,tags=$IT_TAG,$2" 2>"$1.err" </dev/null ||
+        fail "background mount failed: $(cat "$1.err")"
+    mountpoint -q "$1" || fail "$1 not mounted"
+}
+bg_unmount() {
+    local i
+    must fusermount3 -u "$1"
+    # the daemon ends after the unmount (found by its own mountpoint in its arguments)
+    for ((i = 0; i < 100; i++)); do
+        pgrep -f -- "$CWSFS_BIN $1 " >/dev/null || return 0
+        sleep 0.1
+    done
+    fail "the background daemon of $1 did not end"
+}
+
+# A background mount with no syslog socket does not drop its log: logfile= takes it,
+# and without it the daemon says at start where its log goes.
+case_background_log_goes_somewhere() {
+    [ -S /dev/log ] && { it_log "a syslog socket exists: the default case is not testable here"; }
+    local m=$IT_WORK/mbg log=$IT_WORK/bg.log run=$IT_WORK/run
+    bg_mount "$m" "logfile=$log"
+    mksb logged "$m"
+    bg_unmount "$m"
+    assert_contains "$(cat "$log")" "INFO mounted" "the log file"
+    assert_contains "$(cat "$log")" "logged: made" "the log file"
+    [ -S /dev/log ] && return 0
+    mkdir -p "$run"
+    XDG_RUNTIME_DIR=$run bg_mount "$m" ""
+    it_log "background mount without syslog says: $(cat "$m.err")"
+    assert_contains "$(cat "$m.err")" "the log goes to $run/cwsfs.log" "stderr at start"
+    mksb logged2 "$m"
+    bg_unmount "$m"
+    assert_contains "$(cat "$run/cwsfs.log")" "logged2: made" "the default log file"
+}
+
 it_case case_long_ctl_line_in_one_write_is_einval
+it_case case_background_log_goes_somewhere
 it_case case_unanswered_exec_is_unknown_not_failed
 it_case case_finished_execs_hold_no_descriptors 400
 it_case case_no_descriptor_left_is_a_clear_error
