@@ -102,7 +102,8 @@ case_output_beyond_cap() {
     assert_eq 312888897 "$(stat -c %s "$SB/exec/1/stdout")" "st_size: the bytes produced"
     local err check
     # every line after the first (maybe partial) one follows its predecessor
-    check=$(IT_RD_TIMEOUT=120 rd "$SB/exec/1/stdout" 2>/dev/null | awk 'NR > 2 && $1 != prev + 1 { bad++ } { prev = $1 } END { print NR, prev, bad + 0 }') || exit 1
+    check=$(IT_RD_TIMEOUT=120 rd "$SB/exec/1/stdout" 2>/dev/null | awk 'NR > 2 && $1 != prev + 1 { bad++ } { prev = $1 } END { print NR, prev, bad + 0 }')
+    # (the read itself ends with EIO: this reader missed the dropped bytes)
     it_log "lines read, last line, discontinuities: $check"
     set -- $check
     assert_eq 36000000 "$2" "last line read"
