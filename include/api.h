@@ -53,6 +53,8 @@ struct api_result {
     struct connect_error error;
     json_t *response;
     long http_status;
+    int sent; /* the request (or part of its body) left for the service: a failure
+               * after that leaves its outcome unknown */
 };
 
 typedef void (*api_done_fn)(uint64_t call_id, const struct api_result *res, void *ud);

@@ -58,7 +58,12 @@ void ctl_cmd_free(struct ctl_cmd *cmd);
 /* The line splitter: bytes written to a ctl handle accumulate here; a line runs when
  * its newline arrives (or at close, ctl_lines_finish). Bounded: a line longer than
  * CTL_MAX_LINE is an error, not a growing buffer. */
-#define CTL_MAX_LINE (1u << 20)
+#define CTL_MAX_LINE (1u << 19)
+/* Half of max_write (fsops.c) on purpose: the kernel hands one write(2) over in chunks
+ * of max_write less at most a page, so a line too long to hold always fails the first
+ * chunk, and with it the write(2) (EINVAL); a limit that a chunk could fit would accept
+ * that chunk, fail the next, and the writer would see a short count. (A command line
+ * is at most 128 KiB for the kernel anyway.) */
 
 /* Zero-initialise before first use. */
 struct ctl_lines {

@@ -7,6 +7,11 @@ enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 void log_set_level(enum log_level level);
 void log_use_syslog(int on);
+/* 1 when syslog has a socket to take lines (/dev/log); without one they would vanish. */
+int log_syslog_available(void);
+/* Send every later line to PATH (appended; created 0600; a link or another user's file
+ * is refused) instead of stderr or syslog. 0 or -errno. */
+int log_open_file(const char *path);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)

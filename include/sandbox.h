@@ -46,6 +46,9 @@ struct stream {
     struct outbuf ob; /* fd -1 until the first byte (no fd for silent commands) */
     int ended;        /* no more bytes will come */
     int err;          /* 0, or -errno readers get after the last byte instead of EOF */
+    int lost;         /* errno of the first output not kept (spool full, no descriptor):
+                       * later output is not kept and readers get EIO after the kept bytes */
+    int missed_told;  /* a reader missed bytes dropped beyond the cap: said once in error */
     struct waitq readers;
 };
 
@@ -182,6 +185,8 @@ void sandbox_logs_follow(struct sandbox *sb);
 
 /* Streams. */
 int stream_append(struct stream *st, const void *data, size_t len);
+/* A failed stream_append: said once in the sandbox's error (WHAT names the stream). */
+void stream_lost(struct sandbox *sb, struct stream *st, int err, const char *what);
 void stream_end(struct stream *st, int err);
 void stream_free(struct stream *st);
 

@@ -166,6 +166,7 @@ static void call_deliver(struct call *c, int err, json_t *response)
     memset(&res, 0, sizeof(res));
     res.err = err;
     res.http_status = c->status;
+    res.sent = c->body_done_ms != 0;
     if (err)
         res.error = c->error;
     else

@@ -78,13 +78,14 @@ static int exec_on_message(uint64_t call, json_t *msg, void *ud)
         exec_tell_started(ex, 0);
     } else if (m.kind == EXECMSG_OUTPUT && m.len) {
         struct stream *st = m.is_stderr ? &ex->err : &ex->out;
-        uint64_t dropped = st->ob.dropped;
-        if (stream_append(st, m.data, m.len) < 0)
-            sandbox_fail(sb, EIO, "exec %u: output lost: the spool is full", ex->no);
-        else if (st->ob.dropped != dropped)
-            sandbox_fail(
-                sb, EFBIG, "exec %u: output beyond %llu MiB: the oldest %llu bytes were dropped",
-                ex->no, (unsigned long long)(st->ob.cap >> 20), (unsigned long long)st->ob.dropped);
+        /* Bytes dropped beyond the cap are reported by the reader that misses them
+         * (reader.c), not here: a reader that kept up lost nothing. */
+        int rc = stream_append(st, m.data, m.len);
+        if (rc < 0) {
+            char what[48];
+            snprintf(what, sizeof(what), "exec %u: %s", ex->no, m.is_stderr ? "stderr" : "stdout");
+            stream_lost(sb, st, rc, what);
+        }
         session.bytes_out += m.len;
     } else if (m.kind == EXECMSG_EXIT) {
         ex->exit_code = m.exit_code;
@@ -107,7 +108,21 @@ static void exec_on_done(uint64_t call, const struct api_result *res, void *ud)
     struct sandbox *sb = ex->sb;
     pthread_mutex_lock(&fs_lock);
     int err = 0;
-    if (res->err && !ex->ended) {
+    if (res->err && !ex->ended && res->sent &&
+        (res->err == -EHOSTUNREACH || res->err == -ETIMEDOUT)) {
+        /* The request left and its answer never came (or stopped): the service may
+         * have run the command. Saying "failed" would invite a retry that runs it
+         * twice; an exec is never sent again (api.c retries only idempotent calls). */
+        err = -ETIMEDOUT;
+        free(ex->failure);
+        if (asprintf(&ex->failure,
+                     "outcome unknown: %s, then no answer (%s); the command may have run",
+                     ex->started ? "it started" : "the request was sent",
+                     res->error.message ? res->error.message : res->error.code) < 0)
+            ex->failure = NULL;
+        sandbox_fail(sb, ETIMEDOUT, "exec %u: StreamExec: %s", ex->no,
+                     ex->failure ? ex->failure : "outcome unknown");
+    } else if (res->err && !ex->ended) {
         err = res->err;
         if (!ex->failure && asprintf(&ex->failure, "%s: %s", res->error.code,
                                      res->error.message ? res->error.message : "") < 0)

@@ -770,6 +770,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
     /* Bigger writes: fewer round trips for cp into a sandbox. */
     conn->max_write = 1u << 20;
+    _Static_assert(CTL_MAX_LINE <= (1u << 20) / 2,
+                   "a long ctl line must fail one write's first chunk");
 }
 
 const struct fuse_lowlevel_ops fs_ops = {

@@ -1,5 +1,5 @@
-/* log.c - one line per event, to stderr while in the foreground, to syslog once
- * daemonized (stderr is /dev/null then).
+/* log.c - one line per event, to stderr while in the foreground, to a file (logfile=)
+ * or to syslog once daemonized (stderr is /dev/null then).
  *
  * Each line is formatted completely and then written with a single write(2) under a
  * lock, so lines from the FUSE threads and the API worker never interleave. Messages
@@ -7,10 +7,12 @@
  * one event stays one line, and nothing the network sends can forge a log line or
  * drive the terminal. errno is preserved, so callers may log before returning -errno. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +24,7 @@
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static enum log_level log_level = LOG_LVL_INFO; /* log_lock */
 static int log_syslog;                          /* log_lock */
+static int log_fd = STDERR_FILENO;              /* log_lock */
 
 static const char *const level_name[] = {"ERROR", "WARN", "INFO", "DEBUG"};
 static const int level_prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
@@ -51,6 +54,35 @@ void log_use_syslog(int on)
         closelog();
     log_syslog = !!on;
     pthread_mutex_unlock(&log_lock);
+}
+
+int log_syslog_available(void)
+{
+    struct stat st;
+    return stat("/dev/log", &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+int log_open_file(const char *path)
+{
+    struct stat st;
+    /* Appended to, never followed through a link, and only a file of this user: the
+     * default name is in a shared directory when there is no XDG_RUNTIME_DIR. */
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+        close(fd);
+        return -EPERM;
+    }
+    pthread_mutex_lock(&log_lock);
+    if (log_syslog)
+        closelog();
+    log_syslog = 0;
+    if (log_fd != STDERR_FILENO)
+        close(log_fd);
+    log_fd = fd;
+    pthread_mutex_unlock(&log_lock);
+    return 0;
 }
 
 static void flatten(char *s)
@@ -115,7 +147,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
     } else {
         timestamp(ts, sizeof(ts));
         n = snprintf(line, sizeof(line), "%s %s %s\n", ts, level_name[level], msg);
-        write_all(STDERR_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+        write_all(log_fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
     }
 out:
     pthread_mutex_unlock(&log_lock);

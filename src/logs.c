@@ -20,8 +20,9 @@ static int on_log_entry(uint64_t call, json_t *msg, void *ud)
     char *data = NULL;
     size_t len = 0;
     if (pbjson_get_bytes(msg, "data", &data, &len) == 0 && len) {
-        if (stream_append(&sb->logs, data, len) < 0)
-            sandbox_fail(sb, EIO, "logs: output lost: the spool is full");
+        int rc = stream_append(&sb->logs, data, len);
+        if (rc < 0)
+            stream_lost(sb, &sb->logs, rc, "logs");
         session.bytes_out += len;
         sb->logs_retries = 0; /* a job that runs for days may see many breaks */
     }

@@ -51,6 +51,7 @@ struct cmd_opts {
     char *auth;
     char *api_key_file;
     char *spool;
+    char *logfile;
     char *backend;
     char *backend_idle;
     char *image;
@@ -93,6 +94,7 @@ static const struct fuse_opt option_spec[] = {
     CWSFS_OPT("http1", http1, 1),
     CWSFS_OPT("cleanup", cleanup, 1),
     CWSFS_OPT("spool=%s", spool, 0),
+    CWSFS_OPT("logfile=%s", logfile, 0),
     CWSFS_OPT("backend=%s", backend, 0),
     CWSFS_OPT("backend_idle=%s", backend_idle, 0),
     CWSFS_OPT("image=%s", image, 0),
@@ -188,6 +190,10 @@ static void usage(const char *prog)
            "    -o cleanup             stop the sandboxes this mount created at unmount\n"
            "    -o spool=DIR           directory for output and write spools (default\n"
            "                           $XDG_RUNTIME_DIR, else /tmp)\n"
+           "    -o logfile=PATH        append the log to PATH (default: stderr in the\n"
+           "                           foreground; in the background syslog, or without a\n"
+           "                           syslog socket $XDG_RUNTIME_DIR/cwsfs.log, else\n"
+           "                           /tmp/cwsfs-UID.log)\n"
            "\n"
            "A comma inside a value is written \\, (-o command=echo\\,hi).\n"
            "For fstab and mount -t fuse.cwsfs, these are accepted and ignored: _netdev,\n"
@@ -287,6 +293,7 @@ static void opts_free(struct cmd_opts *o)
     free(o->auth);
     free(o->api_key_file);
     free(o->spool);
+    free(o->logfile);
     free(o->backend);
     free(o->backend_idle);
     free(o->image);
@@ -692,6 +699,46 @@ static int use_backend(struct config *cfg, const struct backend *be)
     return 0;
 }
 
+/* Where the log goes. logfile= wins, in the foreground too. A background mount uses
+ * syslog when it has a socket; without one every line would vanish, so they go to a
+ * file, and the terminal is told which before daemonizing. *use_syslog is set when the
+ * daemon should switch to syslog. 0 or -errno (said on stderr). */
+static int log_destination(const char *logfile, int foreground, int *use_syslog)
+{
+    char *dflt = NULL;
+    const char *path = logfile;
+    const char *run = getenv("XDG_RUNTIME_DIR");
+    int rc;
+
+    *use_syslog = 0;
+    if (!path && foreground)
+        return 0;
+    if (!path && log_syslog_available()) {
+        *use_syslog = 1;
+        return 0;
+    }
+    if (!path) {
+        rc = run && *run == '/' ? asprintf(&dflt, "%s/cwsfs.log", run)
+                                : asprintf(&dflt, "/tmp/cwsfs-%u.log", (unsigned)geteuid());
+        if (rc < 0)
+            return -ENOMEM;
+        path = dflt;
+    }
+    if (path[0] != '/') {
+        fprintf(stderr, "cwsfs: logfile= needs an absolute path (got `%s')\n", path);
+        rc = -EINVAL;
+        goto out;
+    }
+    rc = log_open_file(path);
+    if (rc < 0)
+        fprintf(stderr, "cwsfs: cannot log to %s: %s\n", path, strerror(-rc));
+    else if (!logfile)
+        fprintf(stderr, "cwsfs: no syslog socket (/dev/log): the log goes to %s\n", path);
+out:
+    free(dflt);
+    return rc;
+}
+
 /* libfuse reopens 0-2 at mount time; do it first so no file we open lands there. */
 static void ensure_std_fds(void)
 {
@@ -709,6 +756,7 @@ int main(int argc, char *argv[])
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     struct fuse_cmdline_opts fuse_opts;
     struct cmd_opts o;
+    int use_syslog = 0;
     struct fs_options fs_opts;
     struct config_overrides ov;
     struct config cfg;
@@ -837,9 +885,11 @@ int main(int argc, char *argv[])
     if (fuse_session_mount(se, mountpoint) != 0)
         goto out;
     mounted = 1;
+    if (log_destination(o.logfile, fuse_opts.foreground, &use_syslog) < 0)
+        goto out;
     if (fuse_daemonize(fuse_opts.foreground) != 0)
         goto out;
-    if (!fuse_opts.foreground)
+    if (use_syslog)
         log_use_syslog(1);
 
     /* In the process that serves: threads start here. */

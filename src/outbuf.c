@@ -1,5 +1,5 @@
 /* outbuf.c - output kept on disk for readers of exec/N/stdout, stderr, logs and events.
- * The logical offset of a byte is also its offset in an unlinked spool file, so append
+ * The logical offset of a byte is also its offset in a spool file, so append
  * is one pwrite at `produced` and read is one pread; the file's apparent size grows
  * with everything ever produced while its disk use stays near cap, because the bytes
  * that fall out of the window are hole-punched (FALLOC_FL_KEEP_SIZE) in aligned chunks.
@@ -20,32 +20,25 @@
  * size Linux filesystems use. */
 #define PUNCH_CHUNK (64u << 10)
 
-static int open_spool(const char *dir)
+/* The spool file has a name in the mount's private spool directory (removed at
+ * unmount) rather than being O_TMPFILE: a stream that ended closes its descriptor and a
+ * read opens the file by name, so a session with thousands of finished execs holds no
+ * descriptor for them (a descriptor per exec ran the daemon into its fd limit). */
+static int open_spool(struct outbuf *ob, const char *dir)
 {
-    char *path = NULL;
-    int fd, err;
+    int fd;
 
-    fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        return fd;
-    /* Filesystems without O_TMPFILE (and old kernels) answer EOPNOTSUPP, EISDIR or
-     * EINVAL; anything else will fail the same way below and report its own errno. */
-    if (asprintf(&path, "%s/cwsfs-out-XXXXXX", dir) < 0)
+    if (asprintf(&ob->path, "%s/cwsfs-out-XXXXXX", dir) < 0) {
+        ob->path = NULL;
         return -ENOMEM;
-    fd = mkostemp(path, O_CLOEXEC);
+    }
+    fd = mkostemp(ob->path, O_CLOEXEC);
     if (fd < 0) {
-        err = -errno;
-        goto out;
+        fd = -errno;
+        free(ob->path);
+        ob->path = NULL;
     }
-    if (unlink(path) < 0) {
-        err = -errno;
-        close(fd);
-        goto out;
-    }
-    err = fd;
-out:
-    free(path);
-    return err;
+    return fd;
 }
 
 int outbuf_init(struct outbuf *ob, const char *dir, uint64_t cap)
@@ -57,11 +50,36 @@ int outbuf_init(struct outbuf *ob, const char *dir, uint64_t cap)
     ob->cap = cap ? cap : OUTBUF_DEFAULT_CAP;
     /* st_mtime of an output file that has no output yet is its creation time. */
     clock_gettime(CLOCK_REALTIME, &ob->mtime);
-    fd = open_spool(dir);
+    fd = open_spool(ob, dir);
     if (fd < 0)
         return fd;
     ob->fd = fd;
     return 0;
+}
+
+void outbuf_idle(struct outbuf *ob)
+{
+    if (ob->fd >= 0 && ob->path) {
+        close(ob->fd);
+        ob->fd = -1;
+    }
+}
+
+/* The descriptor to use: the open one, or the file reopened by name after idle. */
+static int outbuf_fd(const struct outbuf *ob, int flags, int *opened)
+{
+    int fd;
+
+    *opened = 0;
+    if (ob->fd >= 0)
+        return ob->fd;
+    if (!ob->path)
+        return -EBADF;
+    fd = open(ob->path, flags | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    *opened = 1;
+    return fd;
 }
 
 /* Forget the bytes below produced - cap. Disk space is released for whole chunks
@@ -89,10 +107,17 @@ int outbuf_append(struct outbuf *ob, const void *data, size_t len)
     ssize_t n;
     int rc = 0;
 
-    if (ob->fd < 0)
+    if (ob->fd < 0 && !ob->path)
         return -EBADF;
     if (len == 0)
         return 0;
+    if (ob->fd < 0) {
+        int opened;
+        int fd = outbuf_fd(ob, O_RDWR, &opened);
+        if (fd < 0)
+            return fd;
+        ob->fd = fd; /* written again: keep it until the next idle */
+    }
     if ((uint64_t)INT64_MAX - ob->produced < len)
         return -EFBIG;
     /* Bytes that would be dropped at once are never written. */
@@ -128,9 +153,10 @@ ssize_t outbuf_read(const struct outbuf *ob, uint64_t off, void *buf, size_t len
     char *p = buf;
     uint64_t avail;
     size_t done = 0;
-    ssize_t n;
+    ssize_t n = 0;
+    int fd, opened;
 
-    if (ob->fd < 0)
+    if (ob->fd < 0 && !ob->path)
         return -EBADF;
     if (off >= ob->produced)
         return 0;
@@ -141,17 +167,24 @@ ssize_t outbuf_read(const struct outbuf *ob, uint64_t off, void *buf, size_t len
         len = (size_t)avail;
     if (len > SSIZE_MAX)
         len = SSIZE_MAX;
+    fd = outbuf_fd(ob, O_RDONLY, &opened);
+    if (fd < 0)
+        return fd;
     while (done < len) {
-        n = pread(ob->fd, p + done, len - done, (off_t)(off + done));
+        n = pread(fd, p + done, len - done, (off_t)(off + done));
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0)
-            return done ? (ssize_t)done : -errno;
+        if (n < 0) {
+            n = -errno;
+            break;
+        }
         if (n == 0)
             break; /* cannot happen: the file is at least `produced` long */
         done += (size_t)n;
     }
-    return (ssize_t)done;
+    if (opened)
+        close(fd);
+    return done || n >= 0 ? (ssize_t)done : n;
 }
 
 void outbuf_free(struct outbuf *ob)
@@ -159,4 +192,9 @@ void outbuf_free(struct outbuf *ob)
     if (ob->fd >= 0)
         close(ob->fd);
     ob->fd = -1;
+    if (ob->path) {
+        (void)unlink(ob->path);
+        free(ob->path);
+        ob->path = NULL;
+    }
 }

@@ -54,8 +54,20 @@ static int reader_read_now(fuse_req_t req, struct node *n, size_t size, off_t of
     /* Bytes beyond the cap were dropped from the front. A reader still behind them
      * continues at the oldest kept byte, and its handle remembers the skip so its next
      * reads continue from there instead of getting the same bytes again. */
-    if (shift && (uint64_t)off + *shift < st->ob.dropped)
+    if (shift && (uint64_t)off + *shift < st->ob.dropped) {
+        uint64_t missed = st->ob.dropped - (uint64_t)off - *shift;
         *shift = st->ob.dropped - (uint64_t)off;
+        /* Said once per stream, when a reader really missed bytes; a reader that
+         * kept up with a long stream lost nothing and hears nothing. */
+        if (!st->missed_told) {
+            st->missed_told = 1;
+            sandbox_fail(sb, EIO,
+                         "%s: a reader missed %llu bytes: output beyond %llu MiB not yet read "
+                         "is dropped; the reader gets EIO at the end",
+                         n->exec_no ? "exec output" : "logs", (unsigned long long)missed,
+                         (unsigned long long)(st->ob.cap >> 20));
+        }
+    }
     if (shift)
         off += (off_t)*shift;
     if ((uint64_t)off < st->ob.produced) {
@@ -66,6 +78,12 @@ static int reader_read_now(fuse_req_t req, struct node *n, size_t size, off_t of
         else
             fuse_reply_buf(req, buf, (size_t)got);
         free(buf);
+        return 1;
+    }
+    /* A stream that lost output, or whose dropped bytes this reader missed, ends with
+     * EIO: a clean EOF would pass a truncated output for the whole of it. */
+    if (st->lost || (st->ended && shift && *shift)) {
+        fuse_reply_err(req, EIO);
         return 1;
     }
     if (st->ended) {
@@ -165,7 +183,7 @@ static int open_ready(struct node *n)
         return 1;
     if (n->file == P_LOGS && n->sb->state == SB_UNSTARTED && !n->sb->create_inflight)
         return 1;
-    return st->ob.produced > 0 || st->ended;
+    return st->ob.produced > 0 || st->ended || st->lost;
 }
 
 static void open_finish(struct parked_open *po, int err)

@@ -250,8 +250,9 @@ static void events_line(struct sandbox *sb)
     char line[300];
     sandbox_status_line(sb, line, sizeof(line) - 1);
     strcat(line, "\n");
-    if (stream_append(&sb->events, line, strlen(line)) < 0)
-        sandbox_fail(sb, EIO, "events: could not keep a line: spool full");
+    int rc = stream_append(&sb->events, line, strlen(line));
+    if (rc < 0)
+        stream_lost(sb, &sb->events, rc, "events");
 }
 
 int sandbox_create_local(const char *name, struct sandbox **out)
@@ -751,12 +752,30 @@ void sandbox_snapshot(struct sandbox *sb, sandbox_ready_fn fn, void *ud)
 int stream_append(struct stream *st, const void *data, size_t len)
 {
     int rc = 0;
-    if (st->ob.fd < 0)
+    /* After a loss nothing more is kept: a stream with a gap in the middle would read
+     * as if whole. */
+    if (st->lost)
+        return -st->lost;
+    if (st->ob.fd < 0 && !st->ob.path)
         rc = outbuf_init(&st->ob, session.spool_dir, 0);
     if (rc == 0)
         rc = outbuf_append(&st->ob, data, len);
     park_wake(&st->readers);
     return rc;
+}
+
+void stream_lost(struct sandbox *sb, struct stream *st, int err, const char *what)
+{
+    if (st->lost)
+        return;
+    st->lost = -err;
+    park_wake(&st->readers);
+    if (err == -ENOSPC || err == -EDQUOT || err == -EFBIG)
+        sandbox_fail(sb, ENOSPC, "%s: output lost after %llu bytes: spool full (%s)", what,
+                     (unsigned long long)st->ob.produced, session.spool_dir);
+    else
+        sandbox_fail(sb, -err, "%s: output lost after %llu bytes: the spool could not keep it: %s",
+                     what, (unsigned long long)st->ob.produced, strerror(-err));
 }
 
 void stream_end(struct stream *st, int err)
@@ -765,14 +784,14 @@ void stream_end(struct stream *st, int err)
         return;
     st->ended = 1;
     st->err = err;
+    /* Nothing more will be written: no descriptor is kept for a finished stream. */
+    outbuf_idle(&st->ob);
     park_wake(&st->readers);
 }
 
 void stream_free(struct stream *st)
 {
-    if (st->ob.fd >= 0)
-        outbuf_free(&st->ob);
-    st->ob.fd = -1;
+    outbuf_free(&st->ob);
 }
 
 /* ---- shutdown ---- */

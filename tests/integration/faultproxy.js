@@ -11,19 +11,22 @@
 //                       looks to it
 //   cut-logs TIMES      the first TIMES StreamLogs answers are reset right after their
 //                       first bytes of output, as a dropped connection looks
+//   hold-exec TIMES     the first TIMES StreamExec calls reach the backend (the command
+//                       runs) but their answers are held back for good: nothing comes
 // A stream the client resets cancels its upstream call. One line per event on stderr.
 "use strict";
 const fs = require("node:fs");
 const http2 = require("node:http2");
 
 const [upstreamUrl, addressFile, mode, arg] = process.argv.slice(2);
-if (!["stall-upload", "cut-logs"].includes(mode) || !(Number(arg) > 0)) {
-  console.error("usage: faultproxy.js UPSTREAM_URL ADDRESS_FILE stall-upload BYTES|cut-logs TIMES");
+if (!["stall-upload", "cut-logs", "hold-exec"].includes(mode) || !(Number(arg) > 0)) {
+  console.error("usage: faultproxy.js UPSTREAM_URL ADDRESS_FILE stall-upload BYTES|cut-logs TIMES|hold-exec TIMES");
   process.exit(2);
 }
 const limit = Number(arg);
 let stalls = 0;
 let cuts = 0;
+let holds = 0;
 const upstream = http2.connect(upstreamUrl);
 upstream.on("error", (e) => console.error(`upstream: ${e.message}`));
 
@@ -55,6 +58,13 @@ server.on("stream", (stream, headers) => {
   stream.on("close", () => up.closed || up.close(http2.constants.NGHTTP2_CANCEL));
   stream.on("error", () => {});
   up.on("error", () => stream.destroyed || stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR));
+  const hold = mode === "hold-exec" && path.endsWith("/StreamExec") && holds < limit;
+  if (hold) {
+    holds++;
+    console.error(`${path}: answer held back (${holds})`);
+    up.on("data", () => {});
+    return;
+  }
   up.on("response", (h) => stream.destroyed || stream.respond(passOn(h, [":status"])));
   let cutHere = mode === "cut-logs" && path.endsWith("/StreamLogs") && cuts < limit;
   up.on("data", (chunk) => {

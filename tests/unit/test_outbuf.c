@@ -292,49 +292,40 @@ static void test_punch_unsupported(void **state)
     outbuf_free(&ob);
 }
 
-/* The spool file's name as /proc shows it: always deleted, and made by O_TMPFILE
- * ("#inode") or by mkstemp ("cwsfs-out-XXXXXX"). */
-static void spool_name(int fd, char *name, size_t len)
+/* The spool file has a name in the spool directory while the outbuf lives, so a stream
+ * that ended holds no descriptor: reads reopen it by name. */
+static void test_spool_idle_holds_no_descriptor(void **state)
 {
-    char link[64];
-    ssize_t n;
-
-    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-    n = readlink(link, name, len - 1);
-    assert_true(n > 0);
-    name[n] = 0;
-    assert_non_null(strstr(name, " (deleted)"));
-}
-
-static void test_spool_tmpfile_and_fallback(void **state)
-{
-    struct outbuf a, b;
-    char name[PATH_MAX], buf[8];
+    struct outbuf a;
+    char buf[8], *path;
 
     (void)state;
-    assert_int_equal(outbuf_init(&a, spool, 0), 0);
-    spool_name(a.fd, name, sizeof(name));
-    assert_null(strstr(name, "cwsfs-out-"));
+    assert_int_equal(outbuf_init(&a, spool, 4), 0);
+    assert_non_null(a.path);
+    assert_non_null(strstr(a.path, "/cwsfs-out-"));
     assert_int_equal(fcntl(a.fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
-
-    fail_tmpfile = 1;
-    assert_int_equal(outbuf_init(&b, spool, 4), 0);
-    fail_tmpfile = 0;
-    spool_name(b.fd, name, sizeof(name));
-    assert_non_null(strstr(name, "/cwsfs-out-"));
-    assert_int_equal(fcntl(b.fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
-    assert_int_equal(outbuf_append(&b, "abcdef", 6), 0);
-    assert_int_equal(outbuf_read(&b, 0, buf, sizeof(buf)), 4);
-    assert_memory_equal(buf, "cdef", 4);
-
-    outbuf_free(&a);
-    outbuf_free(&b);
-
-    /* the fallback reports its own failure */
-    fail_tmpfile = 1;
-    assert_int_equal(outbuf_init(&a, "/nonexistent/spool/dir", 0), -ENOENT);
-    fail_tmpfile = 0;
+    assert_int_equal(outbuf_append(&a, "abcdef", 6), 0);
+    outbuf_idle(&a);
     assert_int_equal(a.fd, -1);
+    assert_int_equal(access(a.path, F_OK), 0);
+    assert_int_equal(outbuf_read(&a, 0, buf, sizeof(buf)), 4);
+    assert_memory_equal(buf, "cdef", 4);
+    assert_int_equal(a.fd, -1); /* the read's descriptor was closed again */
+    /* appending after idle reopens it */
+    assert_int_equal(outbuf_append(&a, "gh", 2), 0);
+    assert_true(a.fd >= 0);
+    assert_int_equal(outbuf_read(&a, 0, buf, sizeof(buf)), 4);
+    assert_memory_equal(buf, "efgh", 4);
+    path = strdup(a.path);
+    assert_non_null(path);
+    outbuf_free(&a);
+    assert_null(a.path);
+    assert_int_equal(access(path, F_OK), -1); /* removed */
+    free(path);
+
+    assert_int_equal(outbuf_init(&a, "/nonexistent/spool/dir", 0), -ENOENT);
+    assert_int_equal(a.fd, -1);
+    assert_null(a.path);
 }
 
 int main(void)
@@ -346,7 +337,7 @@ int main(void)
         cmocka_unit_test(test_cap_streaming),
         cmocka_unit_test(test_init_errors),
         cmocka_unit_test(test_punch_unsupported),
-        cmocka_unit_test(test_spool_tmpfile_and_fallback),
+        cmocka_unit_test(test_spool_idle_holds_no_descriptor),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
