@@ -9,6 +9,7 @@
 #include <time.h>
 #include <uthash.h>
 
+#include "fsreq.h"
 #include "park.h"
 #include "rootfs.h"
 
@@ -52,7 +53,7 @@ struct rootfs_cache {
 };
 
 struct rootfs_req {
-    fuse_req_t req;
+    struct fsreq fr; /* the FUSE request, interruptible from rootfs_req_new on */
     char *path;
     char *name;
     struct fuse_file_info fi;
@@ -61,15 +62,12 @@ struct rootfs_req {
     int relisted; /* a miss in a cached listing was checked with a fresh one */
     int creating; /* an O_CREAT open of an existing file: answer with fuse_reply_create */
     struct rootfs_file *file;
-    /* An open that fetches: interruptible (park.h). Once answered EINTR the chain runs
-     * to its end quietly and its call, when one runs, is cancelled. */
-    struct waiter w;
-    uint64_t call;
-    int answered;
 };
 
+/* A flush or fsync waiting for the file's send. Interrupted, it answers EINTR and the
+ * send goes on (the program wrote those bytes); the outcome still reaches `error`. */
 struct flush_wait {
-    fuse_req_t req;
+    struct fsreq fr;
     struct flush_wait *next;
 };
 

@@ -41,6 +41,7 @@ struct call {
     size_t req_len;
     CURL *easy;               /* NULL while queued or backing off */
     int attempts;             /* transfers started */
+    uint64_t deadline_ms;     /* unary: when the whole call ends, retries included */
     int backoff;              /* waiting for a retry timer */
     int paused;               /* upload paused by API_BODY_PAUSE */
     uint64_t body_done_ms;    /* when the body callback returned 0 (monotonic ms), else 0 */

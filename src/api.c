@@ -26,6 +26,8 @@
 #define API_DEFAULT_RETRIES 5
 #define API_BACKOFF_FIRST_MS 200L
 #define API_BACKOFF_MAX_MS 5000L
+/* A retry with less than this left of its call's deadline is not worth starting. */
+#define API_RETRY_MIN_LEFT_MS 500L
 #define API_IDLE_POLL_MS 60000L
 #define API_LIVE_POLL_MS 50L
 #define API_BODY_STALL_MS 20000L
@@ -224,20 +226,24 @@ static void call_start(struct call *c)
         call_fail(c, err, "internal", "could not set up the HTTP transfer");
 }
 
+/* The wait before the next attempt: doubling from the first, up to the most. */
+static long backoff_ms(const struct call *c)
+{
+    long delay = API_BACKOFF_FIRST_MS;
+    for (int i = 1; i < c->attempts && delay < API_BACKOFF_MAX_MS; i++)
+        delay *= 2;
+    return delay > API_BACKOFF_MAX_MS ? API_BACKOFF_MAX_MS : delay;
+}
+
 static void call_retry_later(struct call *c)
 {
     struct timer *t = calloc(1, sizeof(*t));
-    long delay = API_BACKOFF_FIRST_MS;
-    int i;
+    long delay = backoff_ms(c);
 
     if (!t) {
         call_deliver(c, -connect_error_errno(&c->error), NULL);
         return;
     }
-    for (i = 1; i < c->attempts && delay < API_BACKOFF_MAX_MS; i++)
-        delay *= 2;
-    if (delay > API_BACKOFF_MAX_MS)
-        delay = API_BACKOFF_MAX_MS;
     log_warn("api: %s failed (%s: %s); retry %d of %d in %ld ms", c->rpc, c->error.code,
              c->error.message ? c->error.message : "", c->attempts, api.max_retries, delay);
     c->backoff = 1;
@@ -246,6 +252,15 @@ static void call_retry_later(struct call *c)
     pthread_mutex_lock(&api.lock);
     timer_insert_locked(t);
     pthread_mutex_unlock(&api.lock);
+}
+
+/* A retry of a unary call must start, after its back-off, before the call's deadline:
+ * `timeout=` is the whole call's. */
+static int retry_in_time(const struct call *c)
+{
+    if (c->kind != CALL_UNARY || !c->deadline_ms)
+        return 1;
+    return transfer_now_ms() + (uint64_t)backoff_ms(c) + API_RETRY_MIN_LEFT_MS < c->deadline_ms;
 }
 
 static void call_transfer_done(struct call *c, CURLcode rc)
@@ -261,7 +276,7 @@ static void call_transfer_done(struct call *c, CURLcode rc)
     c->easy = NULL;
     err = transfer_result(c, rc, &resp, &transient);
     if (err && transient && c->retry_ok && c->attempts <= api.max_retries &&
-        connect_error_retryable(&c->error)) {
+        connect_error_retryable(&c->error) && retry_in_time(c)) {
         call_retry_later(c);
         return;
     }

@@ -21,6 +21,7 @@
 #include "control.h"
 #include "ctl.h"
 #include "fs.h"
+#include "fsreq.h"
 #include "log.h"
 #include "node.h"
 #include "park.h"
@@ -77,7 +78,7 @@ static int reply_entry_for(fuse_req_t req, struct node *n)
 /* ---- lookup ---- */
 
 struct lookup_ctx {
-    fuse_req_t req;
+    struct fsreq fr;
     char *name;
 };
 
@@ -86,8 +87,9 @@ static void lookup_after_list(struct sandbox *unused, int err, void *ud)
     struct lookup_ctx *lc = ud;
     struct node *parent = node_by_ino(FUSE_ROOT_ID);
     struct node *n = tree_child(parent, lc->name);
-    if (!n || reply_entry_for(lc->req, n) < 0)
-        fuse_reply_err(lc->req, ENOENT);
+    if (fsreq_claim(&lc->fr) && (!n || reply_entry_for(lc->fr.req, n) < 0))
+        fuse_reply_err(lc->fr.req, ENOENT);
+    fsreq_end(&lc->fr);
     free(lc->name);
     free(lc);
     (void)unused;
@@ -112,7 +114,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
              * simply not there, so `mkdir NAME` costs no call; `ls MNT` refreshes. */
             struct lookup_ctx *lc = calloc(1, sizeof(*lc));
             if (lc && (lc->name = strdup(name))) {
-                lc->req = req;
+                fsreq_start(&lc->fr, req);
                 sandbox_list_refresh(lookup_after_list, lc);
             } else {
                 free(lc);
@@ -237,21 +239,24 @@ static void snap_add(void *ud, const char *name, struct node *n)
 }
 
 struct opendir_ctx {
-    fuse_req_t req;
+    struct fsreq fr;
     struct fuse_file_info fi;
 };
 
 static void opendir_after_list(struct sandbox *unused, int err, void *ud)
 {
     struct opendir_ctx *oc = ud;
-    struct handle *h = handle_new();
-    if (!h) {
-        fuse_reply_err(oc->req, ENOMEM);
+    struct handle *h = NULL;
+    if (!fsreq_claim(&oc->fr)) {
+        /* interrupted: answered already */
+    } else if (!(h = handle_new())) {
+        fuse_reply_err(oc->fr.req, ENOMEM);
     } else {
         tree_list(node_by_ino(FUSE_ROOT_ID), snap_add, h);
         oc->fi.fh = (uintptr_t)h;
-        fuse_reply_open(oc->req, &oc->fi);
+        fuse_reply_open(oc->fr.req, &oc->fi);
     }
+    fsreq_end(&oc->fr);
     free(oc);
     (void)unused;
     (void)err; /* a failed listing still lists what this mount knows */
@@ -270,7 +275,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         if (!oc) {
             fuse_reply_err(req, ENOMEM);
         } else {
-            oc->req = req;
+            fsreq_start(&oc->fr, req);
             oc->fi = *fi;
             sandbox_list_refresh(opendir_after_list, oc);
         }
@@ -401,9 +406,10 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 }
 
 struct rmdir_ctx {
-    fuse_req_t req;
+    struct fsreq fr;
 };
 
+/* The stop goes on after an interrupt: the sandbox is removed when it ends. */
 static void rmdir_stopped(struct sandbox *sb, int err, void *ud)
 {
     struct rmdir_ctx *rc = ud;
@@ -412,7 +418,8 @@ static void rmdir_stopped(struct sandbox *sb, int err, void *ud)
         sandbox_remove(sb);
         err = 0;
     }
-    fuse_reply_err(rc->req, -err);
+    fsreq_reply_err(&rc->fr, -err);
+    fsreq_end(&rc->fr);
     free(rc);
 }
 
@@ -440,7 +447,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
             if (!rc) {
                 fuse_reply_err(req, ENOMEM);
             } else {
-                rc->req = req;
+                fsreq_start(&rc->fr, req);
                 sandbox_stop(sb, -1, rmdir_stopped, rc);
             }
         }

@@ -51,7 +51,7 @@ struct rootfs_req *rootfs_req_new(fuse_req_t req, const char *path, const char *
     struct rootfs_req *rc = calloc(1, sizeof(*rc));
     if (!rc)
         return NULL;
-    rc->req = req;
+    fsreq_start(&rc->fr, req);
     rc->path = path ? strdup(path) : NULL;
     rc->name = name ? strdup(name) : NULL;
     return rc;
@@ -59,6 +59,7 @@ struct rootfs_req *rootfs_req_new(fuse_req_t req, const char *path, const char *
 
 void rootfs_req_free(struct rootfs_req *rc)
 {
+    fsreq_end(&rc->fr);
     free(rc->path);
     free(rc->name);
     free(rc);
@@ -85,27 +86,28 @@ static void lookup_listed(struct sandbox *sb, int err, struct dirlist *dl, void 
     struct fuse_entry_param ep;
     memset(&ep, 0, sizeof(ep));
     if (!path) {
-        fuse_reply_err(rc->req, ENOMEM);
+        fsreq_reply_err(&rc->fr, ENOMEM);
     } else if (of) {
         struct node *n = node_get(N_ROOTFS, 0, sb, 0, path);
         if (n) {
             node_looked_up(n);
             ep.ino = n->ino;
             rootfs_spool_attr(of, e ? &e->st : NULL, n->ino, &ep.attr);
-            fuse_reply_entry(rc->req, &ep);
+            if (fsreq_claim(&rc->fr))
+                fuse_reply_entry(rc->fr.req, &ep);
         } else {
-            fuse_reply_err(rc->req, ENOMEM);
+            fsreq_reply_err(&rc->fr, ENOMEM);
         }
     } else if (err) {
-        fuse_reply_err(rc->req, -err);
+        fsreq_reply_err(&rc->fr, -err);
     } else if (!e) {
-        fuse_reply_err(rc->req, ENOENT);
+        fsreq_reply_err(&rc->fr, ENOENT);
     } else {
         fill_entry(sb, path, e, &ep);
         if (!ep.ino)
-            fuse_reply_err(rc->req, ENOMEM);
-        else
-            fuse_reply_entry(rc->req, &ep);
+            fsreq_reply_err(&rc->fr, ENOMEM);
+        else if (fsreq_claim(&rc->fr))
+            fuse_reply_entry(rc->fr.req, &ep);
     }
     free(path);
     rootfs_req_free(rc);
@@ -134,21 +136,23 @@ void rootfs_getattr_listed(struct sandbox *sb, int err, struct dirlist *dl, void
         struct stat st;
         struct node *n = node_get(N_ROOTFS, 0, sb, 0, rc->path);
         rootfs_spool_attr(uf, e ? &e->st : NULL, n ? n->ino : 0, &st);
-        fuse_reply_attr(rc->req, &st, 0);
+        if (fsreq_claim(&rc->fr))
+            fuse_reply_attr(rc->fr.req, &st, 0);
     } else if (err) {
-        fuse_reply_err(rc->req, -err);
+        fsreq_reply_err(&rc->fr, -err);
     } else if (!e) {
-        fuse_reply_err(rc->req, ENOENT);
+        fsreq_reply_err(&rc->fr, ENOENT);
     } else if (rc->flag) { /* readlink */
         if (!S_ISLNK(e->st.st_mode))
-            fuse_reply_err(rc->req, EINVAL);
-        else
-            fuse_reply_readlink(rc->req, e->link);
+            fsreq_reply_err(&rc->fr, EINVAL);
+        else if (fsreq_claim(&rc->fr))
+            fuse_reply_readlink(rc->fr.req, e->link);
     } else {
         struct stat st = e->st;
         struct node *n = node_get(N_ROOTFS, 0, sb, 0, rc->path);
         st.st_ino = n ? n->ino : 0;
-        fuse_reply_attr(rc->req, &st, ROOTFS_ATTR_TTL(&st));
+        if (fsreq_claim(&rc->fr))
+            fuse_reply_attr(rc->fr.req, &st, ROOTFS_ATTR_TTL(&st));
     }
     rootfs_req_free(rc);
 }
@@ -222,7 +226,10 @@ static void opendir_listed(struct sandbox *sb, int err, struct dirlist *dl, void
     d->sb = sb;
     sandbox_ref(sb);
     rc->fi.fh = (uintptr_t)d;
-    fuse_reply_open(rc->req, &rc->fi);
+    if (fsreq_claim(&rc->fr))
+        fuse_reply_open(rc->fr.req, &rc->fi);
+    else
+        rootfs_releasedir(d); /* interrupted: nobody holds it */
     rootfs_req_free(rc);
     return;
 fail:
@@ -230,7 +237,7 @@ fail:
         d->sb = NULL;
         rootfs_releasedir(d);
     }
-    fuse_reply_err(rc->req, -err);
+    fsreq_reply_err(&rc->fr, -err);
     rootfs_req_free(rc);
 }
 
@@ -330,7 +337,7 @@ static void on_changed_entry(struct sandbox *sb, int err, int code, const char *
                            errtext);
     rootfs_cache_invalidate(sb, rc->path);
     if (err) {
-        fuse_reply_err(rc->req, -err);
+        fsreq_reply_err(&rc->fr, -err);
         rootfs_req_free(rc);
         return;
     }
@@ -348,7 +355,7 @@ static void on_changed(struct sandbox *sb, int err, int code, const char *out, s
     rootfs_cache_invalidate(sb, rc->path);
     if (rc->name)
         rootfs_cache_invalidate(sb, rc->name);
-    fuse_reply_err(rc->req, -err);
+    fsreq_reply_err(&rc->fr, -err);
     rootfs_req_free(rc);
     (void)out;
     (void)outlen;
@@ -455,7 +462,7 @@ static void setattr_done(struct sandbox *sb, int err, int code, const char *out,
         err = sandbox_fail(sb, rootfs_errno_from_stderr(errtext), "%s: %s", rc->path, errtext);
     rootfs_cache_invalidate_parent(sb, rc->path);
     if (err) {
-        fuse_reply_err(rc->req, -err);
+        fsreq_reply_err(&rc->fr, -err);
         rootfs_req_free(rc);
         return;
     }

@@ -150,8 +150,7 @@ struct fetch_ctx {
 static void open_finish(struct rootfs_req *rc, int err)
 {
     struct rootfs_file *f = rc->file;
-    park_done(&rc->w);
-    if (rc->answered) { /* interrupted: the opener is gone */
+    if (!fsreq_claim(&rc->fr)) { /* interrupted: the opener is gone */
         file_free(f);
         rootfs_req_free(rc);
         return;
@@ -161,7 +160,7 @@ static void open_finish(struct rootfs_req *rc, int err)
         err = -ENOMEM;
     if (err) {
         file_free(f);
-        fuse_reply_err(rc->req, -err);
+        fuse_reply_err(rc->fr.req, -err);
     } else if (n) {
         struct fuse_entry_param ep;
         memset(&ep, 0, sizeof(ep));
@@ -170,11 +169,11 @@ static void open_finish(struct rootfs_req *rc, int err)
         rootfs_spool_attr(f, NULL, n->ino, &ep.attr);
         rc->fi.fh = (uintptr_t)f;
         rc->fi.keep_cache = 0;
-        fuse_reply_create(rc->req, &ep, &rc->fi);
+        fuse_reply_create(rc->fr.req, &ep, &rc->fi);
     } else {
         rc->fi.fh = (uintptr_t)f;
         rc->fi.keep_cache = 0;
-        fuse_reply_open(rc->req, &rc->fi);
+        fuse_reply_open(rc->fr.req, &rc->fi);
     }
     rootfs_req_free(rc);
 }
@@ -214,7 +213,7 @@ static void fetch_done(uint64_t call, const struct api_result *res, void *ud)
     pthread_mutex_lock(&fs_lock);
     struct sandbox *sb = fc->f->sb;
     int err = res->err;
-    if (fc->rc->answered) /* cancelled after an interrupt: nobody to tell */
+    if (fc->rc->fr.interrupted) /* cancelled after an interrupt: nobody to tell */
         err = -EINTR;
     else if (err)
         sandbox_fail(sb, -err, "read %s: StreamExec: %s: %s", fc->f->path, res->error.code,
@@ -233,7 +232,7 @@ static void fetch_when_running(struct sandbox *sb, int err, void *ud)
 {
     struct fetch_ctx *fc = ud;
     const char *argv[] = {"cat", "--", fc->f->path, NULL};
-    if (!err && fc->rc->answered)
+    if (!err && fc->rc->fr.interrupted)
         err = -EINTR; /* interrupted while the sandbox started: fetch nothing */
     if (!err && execbody_init(&fc->body, sb->id, argv) < 0)
         err = -ENOMEM;
@@ -242,7 +241,7 @@ static void fetch_when_running(struct sandbox *sb, int err, void *ud)
         free(fc);
         return;
     }
-    fc->rc->call = api_bidi("StreamExec", 0, fetch_body, fetch_message, fetch_done, fc);
+    fc->rc->fr.call = api_bidi("StreamExec", 0, fetch_body, fetch_message, fetch_done, fc);
 }
 
 /* The service refused a ReadFile/WriteFile for its size: CWSANDBOX_FILE_TOO_LARGE, or a
@@ -260,8 +259,8 @@ static void on_read_file(uint64_t call, const struct api_result *res, void *ud)
     pthread_mutex_lock(&fs_lock);
     struct rootfs_file *f = rc->file;
     int err = res->err;
-    rc->call = 0;
-    if (rc->answered && err) {
+    rc->fr.call = 0;
+    if (rc->fr.interrupted && err) {
         open_finish(rc, err); /* cancelled after an interrupt: nobody to tell */
         pthread_mutex_unlock(&fs_lock);
         return;
@@ -304,14 +303,14 @@ static void on_read_file(uint64_t call, const struct api_result *res, void *ud)
 static void read_file_when_running(struct sandbox *sb, int err, void *ud)
 {
     struct rootfs_req *rc = ud;
-    if (!err && rc->answered)
+    if (!err && rc->fr.interrupted)
         err = -EINTR; /* interrupted while the sandbox started: fetch nothing */
     if (err) {
         open_finish(rc, err);
         return;
     }
     json_t *req = json_pack("{s:s, s:s}", "sandboxId", sb->id, "path", rc->path);
-    rc->call = api_unary("ReadFile", req, API_IDEMPOTENT | API_SLOW, on_read_file, rc);
+    rc->fr.call = api_unary("ReadFile", req, API_IDEMPOTENT | API_SLOW, on_read_file, rc);
 }
 
 static void open_listed(struct sandbox *sb, int err, struct dirlist *dl, void *ud)
@@ -322,7 +321,7 @@ static void open_listed(struct sandbox *sb, int err, struct dirlist *dl, void *u
         HASH_FIND_STR(dl->entries, rootfs_path_base(rc->path), e);
     if (!err && e && S_ISDIR(e->st.st_mode))
         err = -EISDIR;
-    if (!err && rc->answered)
+    if (!err && rc->fr.interrupted)
         err = -EINTR; /* interrupted while listing: fetch nothing */
     if (err) {
         open_finish(rc, err);
@@ -348,23 +347,6 @@ static int path_sendable(struct sandbox *sb, const char *path)
     if (pbjson_utf8_valid(path, strlen(path)))
         return 0;
     return sandbox_fail(sb, EILSEQ, "%s: not UTF-8; the service takes text only", path);
-}
-
-static void open_retry(struct waiter *w)
-{
-    (void)w; /* driven by its calls' callbacks, not by wake-ups */
-}
-
-/* A signal that means stop (park.c decided): answer now, cancel the fetch; the chain
- * still ends in open_finish, which then frees without replying. */
-static void open_interrupted(struct waiter *w)
-{
-    struct rootfs_req *rc = (struct rootfs_req *)((char *)w - offsetof(struct rootfs_req, w));
-    park_done(w);
-    rc->answered = 1;
-    fuse_reply_err(rc->req, EINTR);
-    if (rc->call)
-        api_cancel(rc->call);
 }
 
 void rootfs_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi)
@@ -400,7 +382,6 @@ void rootfs_open(fuse_req_t req, struct node *n, struct fuse_file_info *fi)
         open_finish(rc, -ENOMEM);
         return;
     }
-    park_register(&rc->w, req, open_retry, open_interrupted);
     rootfs_with_listing(n->sb, parent, open_listed, rc);
     free(parent);
 }
@@ -409,6 +390,8 @@ static void create_listed(struct sandbox *sb, int err, struct dirlist *dl, void 
 {
     struct rootfs_req *rc = ud;
     struct rootfs_file *f = rc->file;
+    if (!err && rc->fr.interrupted)
+        err = -EINTR;
     if (err) {
         open_finish(rc, err);
         return;
@@ -470,7 +453,10 @@ static void create_listed(struct sandbox *sb, int err, struct dirlist *dl, void 
     ep.entry_timeout = 0;
     rc->fi.fh = (uintptr_t)f;
     rc->fi.keep_cache = 0;
-    fuse_reply_create(rc->req, &ep, &rc->fi);
+    if (fsreq_claim(&rc->fr))
+        fuse_reply_create(rc->fr.req, &ep, &rc->fi);
+    else
+        file_free(f); /* interrupted: nobody holds it */
     rootfs_req_free(rc);
 }
 
@@ -582,7 +568,8 @@ static void flushes_answer(struct rootfs_file *f, int err)
     LL_FOREACH_SAFE(f->flushes, w, tmp)
     {
         LL_DELETE(f->flushes, w);
-        fuse_reply_err(w->req, -err);
+        fsreq_reply_err(&w->fr, -err);
+        fsreq_end(&w->fr);
         free(w);
     }
     if (f->released)
@@ -827,7 +814,8 @@ static void upload_start(struct rootfs_file *f)
         LL_FOREACH_SAFE(f->flushes, w, tmp)
         {
             LL_DELETE(f->flushes, w);
-            fuse_reply_err(w->req, ENOMEM);
+            fsreq_reply_err(&w->fr, ENOMEM);
+            fsreq_end(&w->fr);
             free(w);
         }
         return;
@@ -853,7 +841,7 @@ void rootfs_flush(fuse_req_t req, struct rootfs_file *f)
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    w->req = req;
+    fsreq_start(&w->fr, req);
     LL_APPEND(f->flushes, w);
     if (!f->uploading)
         upload_start(f);

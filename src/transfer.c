@@ -261,10 +261,14 @@ int transfer_start(struct call *c, const struct transfer_setup *ts, CURLM *multi
     if (c->kind == CALL_UNARY) {
         rc |=
             curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->slow ? ts->slow_headers : ts->unary_headers);
-        /* A little past Connect-Timeout-Ms, so that the server's own deadline_exceeded
-         * (with its words) usually arrives before curl gives up. */
-        rc |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
-                               (c->slow ? ts->slow_timeout_ms : ts->timeout_ms) + 1000L);
+        /* The deadline is the whole call's, retries included (a retry gets what is
+         * left). A little past it, so that the server's own deadline_exceeded (with its
+         * words) usually arrives before curl gives up. */
+        uint64_t now = transfer_now_ms();
+        if (!c->deadline_ms)
+            c->deadline_ms = now + (uint64_t)(c->slow ? ts->slow_timeout_ms : ts->timeout_ms);
+        long left = c->deadline_ms > now ? (long)(c->deadline_ms - now) : 0;
+        rc |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, left + 1000L);
     } else {
         rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, ts->stream_headers);
     }

@@ -13,14 +13,17 @@
 //                       first bytes of output, as a dropped connection looks
 //   hold-exec TIMES     the first TIMES StreamExec calls reach the backend (the command
 //                       runs) but their answers are held back for good: nothing comes
+//   black-hole FILE     while FILE exists, new requests go nowhere and nothing answers
+//                       them, as a service that stopped answering looks
 // A stream the client resets cancels its upstream call. One line per event on stderr.
 "use strict";
 const fs = require("node:fs");
 const http2 = require("node:http2");
 
 const [upstreamUrl, addressFile, mode, arg] = process.argv.slice(2);
-if (!["stall-upload", "cut-logs", "hold-exec"].includes(mode) || !(Number(arg) > 0)) {
-  console.error("usage: faultproxy.js UPSTREAM_URL ADDRESS_FILE stall-upload BYTES|cut-logs TIMES|hold-exec TIMES");
+const counted = ["stall-upload", "cut-logs", "hold-exec"].includes(mode) && Number(arg) > 0;
+if (!counted && !(mode === "black-hole" && arg)) {
+  console.error("usage: faultproxy.js UPSTREAM_URL ADDRESS_FILE stall-upload BYTES|cut-logs TIMES|hold-exec TIMES|black-hole FILE");
   process.exit(2);
 }
 const limit = Number(arg);
@@ -42,6 +45,12 @@ function passOn(headers, keep) {
 const server = http2.createServer();
 server.on("stream", (stream, headers) => {
   const path = headers[":path"];
+  if (mode === "black-hole" && fs.existsSync(arg)) {
+    console.error(`${path}: swallowed`);
+    stream.on("data", () => {});
+    stream.on("error", () => {});
+    return;
+  }
   const up = upstream.request(passOn(headers, [":method", ":path"]));
   let sent = 0;
   stream.on("data", (chunk) => {

@@ -265,7 +265,7 @@ it_address() {
     cat "$1"
 }
 
-# it_fault_proxy DIR MODE ARG: faultproxy.js (MODE stall-upload BYTES or cut-logs TIMES)
+# it_fault_proxy DIR MODE ARG: faultproxy.js (MODE and ARG as its usage says)
 # in front of the backend; its URL in FAULT_URL, its pid in FAULT_PID, its log DIR/log.
 # shellcheck disable=SC2034 # FAULT_URL and FAULT_PID are for the test files
 it_fault_proxy() {

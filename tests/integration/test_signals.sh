@@ -122,6 +122,54 @@ case_open_of_sandbox_file() {
     assert_eq 104857600 "$(timeout "$(t 60)" cat "$S/root/it/big" | wc -c)" "size read after the interrupted opens"
 }
 
+# A service that stopped answering (the proxy swallows every new request): each
+# operation that waits on it blocks, and SIGINT or SIGKILL ends it at once, for every
+# kind of operation: lookup, getattr, readdir, open, rename, setattr, unlink, mkdir,
+# the mount's listing and rmdir of a sandbox.
+case_signals_end_operations_on_a_silent_service() {
+    local d=$IT_WORK/hole m=$IT_WORK/mhole m2=$IT_WORK/mdirect sb i
+    it_fault_proxy "$d" black-hole "$d/on"
+    it_mount "$m" "timeout=3000" "$FAULT_URL"
+    mksb bh "$m"
+    sb=$SB
+    ctl "$sb" start || exit 1
+    # directories never listed through the mount: each operation needs a new listing
+    run_in "$sb" 'for i in 1 2 3 4 5 6 7 8 9; do mkdir -p /h$i && echo x > /h$i/f; done' >/dev/null
+    touch "$d/on"
+    blocked_then_killed() { # SIGNAL CMD...: blocks on the service, then the signal ends it
+        local sig=$1
+        shift
+        ends_within 10 timeout -s "$sig" 1 "$@"
+        assert_le 900 "$IT_MS" "$* blocked until SIGKILL/SIGINT"
+        it_log "$* ended by SIG$sig after $IT_MS ms"
+    }
+    blocked_then_killed KILL stat "$sb/root/h1/f"
+    blocked_then_killed INT ls "$sb/root/h2"
+    blocked_then_killed KILL cat "$sb/root/h3/f"
+    blocked_then_killed KILL mv "$sb/root/h4/f" "$sb/root/h4/g"
+    blocked_then_killed INT chmod 600 "$sb/root/h5/f"
+    blocked_then_killed KILL rm "$sb/root/h6/f"
+    blocked_then_killed KILL mkdir "$sb/root/h7/new"
+    # timeout=3000 is the whole call's deadline, retries included: the mount's listing
+    # gives up after 3 s (and lists what the mount knows), not after six attempts
+    ends_within 10 ls "$m"
+    assert_le 2500 "$IT_MS" "ls of the mount waited for its listing"
+    it_log "ls of the mount gave up on a silent service after $IT_MS ms (timeout=3000)"
+    blocked_then_killed KILL rmdir "$sb"
+    blocked_then_killed INT ls "$m" # a second after the last listing: a new one
+    grep -q swallowed "$d/log" || fail "the proxy swallowed nothing: $(cat "$d/log")"
+    rm -f "$d/on"
+    # nothing the killed operations asked for reached the sandbox
+    it_mount "$m2"
+    for ((i = 1; i <= 9; i++)); do
+        assert_eq x "$(timeout "$(t 60)" cat "$m2/bh/root/h$i/f")" "/h$i/f after the stall"
+    done
+    assert_eq running "$(it_status "$m2/bh")" "status after the killed rmdir"
+    it_unmount "$m2" || fail "unmount $m2"
+    IT_LOG_ALLOW='.' it_unmount "$m" || fail "unmount"
+    kill "$FAULT_PID"
+}
+
 it_case case_sigchld_during_ctl_wait
 it_case case_sigchld_during_start
 it_case case_bookkeeping_signals_during_exit_read
@@ -130,4 +178,5 @@ it_case case_caught_sigint_sigterm_cancel
 it_case case_fatal_signals_end_blocked_calls
 it_case case_stop_signal_after_sigchld
 it_case case_open_of_sandbox_file
+it_case case_signals_end_operations_on_a_silent_service
 it_done
