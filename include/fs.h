@@ -27,6 +27,7 @@ struct fs_options {
     long gpu;              /* 0 = none */
     int cleanup;           /* stop this mount's sandboxes at unmount */
     const char *spool_dir; /* output and file spools; default $XDG_RUNTIME_DIR or /tmp */
+    long window_mib;       /* chunk of a streamed file read, MiB; 0 = 16 */
 };
 
 struct fuse_lowlevel_ops;

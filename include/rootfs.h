@@ -3,7 +3,8 @@
  * Listing and stat come from one listing command per directory (listing.h), cached
  * for a second and dropped by this mount's own changes. File contents move with
  * ReadFile/WriteFile up to the service's 32 MiB cap and through StreamExec above it,
- * spooled on local disk in between: an open fetches, writes go to the spool, flush
+ * spooled on local disk in between: an open fetches (a big file opened read-only is
+ * fetched as it is read), writes go to the spool, flush
  * and fsync send it back, and a failed send keeps the spool and says where.
  * Changes to names and modes are commands with exact argv. Every rootfs_* FUSE entry
  * point answers its request itself, now or when the calls it needs complete; all
@@ -18,6 +19,11 @@
 
 /* The service's cap for one ReadFile/WriteFile message. */
 #define ROOTFS_UNARY_CAP (32ull << 20)
+
+/* The largest chunk of a big file fetched as it is read (-o window=); its spool keeps
+ * at most two. */
+#define ROOTFS_DEFAULT_WINDOW (16L << 20)
+extern long rootfs_window;
 
 struct rootfs_file; /* an open file's spool */
 struct rootfs_dir;  /* an open directory's entries */

@@ -71,8 +71,11 @@ struct flush_wait {
     struct flush_wait *next;
 };
 
+struct rootfs_stream; /* rootfs_stream.c's */
+
 struct rootfs_file {
     struct rootfs_file *prev, *next; /* in the sandbox's open_files */
+    struct rootfs_stream *stream;    /* a big file opened to read: fetched as read */
     struct sandbox *sb;
     char *path;
     char *spool_path;
@@ -90,6 +93,30 @@ struct rootfs_file {
     uint64_t epoch;         /* bumped by each write, to tell writes made during a send */
     struct flush_wait *flushes;
 };
+
+/* Freed with its spool (kept when it holds unsent data), off the open files. */
+void rootfs_file_free(struct rootfs_file *f);
+int rootfs_write_all(int fd, const char *data, size_t len, off_t off);
+
+/* How a command run through StreamExec for a file ended: its exit code and the
+ * start of what it said on stderr (for `error` and the errno). */
+struct rootfs_cmd_outcome {
+    int ended, exit_code;
+    char *errtext;
+};
+struct execmsg;
+/* Record m if it tells how the command ends; 1 when it was stdout data for the caller. */
+int rootfs_outcome_take(struct rootfs_cmd_outcome *o, const struct execmsg *m);
+/* 0 when the command succeeded, else the errno its words mean (and `error` says so). */
+int rootfs_outcome_check(const struct rootfs_cmd_outcome *o, struct sandbox *sb, const char *what,
+                         const char *path);
+
+/* rootfs_stream.c: a file above the unary cap opened read-only is fetched in chunks as
+ * it is read, into a spool that keeps at most two windows of it. */
+int rootfs_stream_open(struct rootfs_file *f);
+void rootfs_stream_read(struct rootfs_stream *s, fuse_req_t req, size_t size, off_t off);
+/* At close: the chunk in flight is cancelled; the file is freed once none is left. */
+void rootfs_stream_release(struct rootfs_stream *s);
 
 typedef void (*rootfs_cmd_fn)(struct sandbox *sb, int err, int exit_code, const char *out,
                               size_t outlen, const char *errtext, void *ud);

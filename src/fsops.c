@@ -825,6 +825,8 @@ int fs_init(const struct fs_options *opts)
     session.opts = *opts;
     session.tags = opts->ntags ? opts->tags : default_tags;
     session.ntags = opts->ntags ? opts->ntags : 1;
+    if (opts->window_mib > 0)
+        rootfs_window = opts->window_mib << 20;
     const char *base = opts->spool_dir ? opts->spool_dir : getenv("XDG_RUNTIME_DIR");
     if (!base || access(base, W_OK) != 0)
         base = "/tmp";

@@ -61,6 +61,7 @@ struct cmd_opts {
     char *memory;
     char *gpu;
     char *timeout;
+    char *window;
     int http1;
     int cleanup;
     int has_fsname;
@@ -104,6 +105,7 @@ static const struct fuse_opt option_spec[] = {
     CWSFS_OPT("memory=%s", memory, 0),
     CWSFS_OPT("gpu=%s", gpu, 0),
     CWSFS_OPT("timeout=%s", timeout, 0),
+    CWSFS_OPT("window=%s", window, 0),
     FUSE_OPT_KEY("tags=", KEY_TAGS),
     FUSE_OPT_KEY("tag=", KEY_TAG),
     FUSE_OPT_KEY("env=", KEY_ENV),
@@ -191,6 +193,9 @@ static void usage(const char *prog)
            "    -o cleanup             stop the sandboxes this mount created at unmount\n"
            "    -o spool=DIR           directory for output and write spools (default\n"
            "                           $XDG_RUNTIME_DIR, else /tmp)\n"
+           "    -o window=MIB          a big file opened to read is fetched as it is read, in\n"
+           "                           chunks of up to MIB MiB; its spool keeps at most two\n"
+           "                           (default 16)\n"
            "    -o logfile=PATH        append the log to PATH (default: stderr in the\n"
            "                           foreground; in the background syslog, or without a\n"
            "                           syslog socket $XDG_RUNTIME_DIR/cwsfs.log, else\n"
@@ -304,6 +309,7 @@ static void opts_free(struct cmd_opts *o)
     free(o->memory);
     free(o->gpu);
     free(o->timeout);
+    free(o->window);
     free_strings(o->tags, o->ntags);
     free_strings(o->env, o->nenv);
     for (i = 0; i < o->nnonopt; i++)
@@ -432,6 +438,8 @@ static int validate(struct cmd_opts *o, struct fs_options *fo, long *timeout_ms,
         return -EINVAL;
     if (o->lifetime &&
         parse_number("lifetime=", o->lifetime, 1, 365L * 24 * 3600, &fo->lifetime) < 0)
+        return -EINVAL;
+    if (o->window && parse_number("window=", o->window, 1, 1024, &fo->window_mib) < 0)
         return -EINVAL;
     if (o->gpu && parse_number("gpu=", o->gpu, 0, 1024, &fo->gpu) < 0)
         return -EINVAL;

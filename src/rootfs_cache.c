@@ -249,7 +249,8 @@ void rootfs_spool_attr(struct rootfs_file *f, const struct stat *listed, fuse_in
         st->st_gid = getgid();
         st->st_blksize = 4096;
     }
-    if (fstat(f->fd, &sp) == 0) {
+    /* A streamed file's spool holds a window of it: the listing has its size. */
+    if (!f->stream && fstat(f->fd, &sp) == 0) {
         /* An append-only spool holds only the new bytes, which go after the listed ones. */
         if (f->appendonly)
             st->st_size = (listed ? listed->st_size : 0) + sp.st_size - f->sent;

@@ -1,7 +1,8 @@
 /* rootfs_file.c - contents of sandbox files, spooled on local disk.
  *
  * open fetches the file (ReadFile up to the service's 32 MiB cap, a StreamExec `cat`
- * above it) into a spool file; reads and writes work on the spool; flush and fsync
+ * above it; read-only above it, rootfs_stream.c fetches it as it is read) into a spool
+ * file; reads and writes work on the spool; flush and fsync
  * send it back (WriteFile, or StreamExec with the spool as stdin) and only then
  * answer, so close(2) reports a failed send. A file that could not be sent keeps its
  * spool, and the `error` file says where: nothing is dropped silently. */
@@ -70,7 +71,7 @@ static void file_destroy(struct rootfs_file *f)
     free(f);
 }
 
-static void file_free(struct rootfs_file *f)
+void rootfs_file_free(struct rootfs_file *f)
 {
     struct sandbox *sb = f->sb;
     if (sb->dircache)
@@ -89,7 +90,7 @@ void rootfs_file_abandon(struct rootfs_file *f)
     file_destroy(f);
 }
 
-static int write_all(int fd, const char *data, size_t len, off_t off)
+int rootfs_write_all(int fd, const char *data, size_t len, off_t off)
 {
     while (len) {
         ssize_t n = pwrite(fd, data, len, off);
@@ -105,15 +106,7 @@ static int write_all(int fd, const char *data, size_t len, off_t off)
     return 0;
 }
 
-/* How a command run through StreamExec for a file ended: its exit code and the
- * start of what it said on stderr (for `error` and the errno). */
-struct cmd_outcome {
-    int ended, exit_code;
-    char *errtext;
-};
-
-/* Record m if it tells how the command ends; 1 when it was stdout data for the caller. */
-static int outcome_take(struct cmd_outcome *o, const struct execmsg *m)
+int rootfs_outcome_take(struct rootfs_cmd_outcome *o, const struct execmsg *m)
 {
     if (m->kind == EXECMSG_EXIT) {
         o->ended = 1;
@@ -128,8 +121,7 @@ static int outcome_take(struct cmd_outcome *o, const struct execmsg *m)
     return 0;
 }
 
-/* 0 when the command succeeded, else the errno its words mean (and `error` says so). */
-static int outcome_check(const struct cmd_outcome *o, struct sandbox *sb, const char *what,
+int rootfs_outcome_check(const struct rootfs_cmd_outcome *o, struct sandbox *sb, const char *what,
                          const char *path)
 {
     if (o->ended && o->exit_code == 0)
@@ -143,7 +135,7 @@ struct fetch_ctx {
     struct rootfs_req *rc;
     struct rootfs_file *f;
     off_t off;
-    struct cmd_outcome out;
+    struct rootfs_cmd_outcome out;
     struct execbody body;
 };
 
@@ -151,7 +143,7 @@ static void open_finish(struct rootfs_req *rc, int err)
 {
     struct rootfs_file *f = rc->file;
     if (!fsreq_claim(&rc->fr)) { /* interrupted: the opener is gone */
-        file_free(f);
+        rootfs_file_free(f);
         rootfs_req_free(rc);
         return;
     }
@@ -159,7 +151,7 @@ static void open_finish(struct rootfs_req *rc, int err)
     if (rc->creating && !err && !n)
         err = -ENOMEM;
     if (err) {
-        file_free(f);
+        rootfs_file_free(f);
         fuse_reply_err(rc->fr.req, -err);
     } else if (n) {
         struct fuse_entry_param ep;
@@ -193,8 +185,8 @@ static int fetch_message(uint64_t call, json_t *msg, void *ud)
     pthread_mutex_lock(&fs_lock);
     if (execmsg_parse(msg, &m) < 0) {
         rc = 1;
-    } else if (outcome_take(&fc->out, &m)) {
-        if (write_all(fc->f->fd, m.data, m.len, fc->off) < 0) {
+    } else if (rootfs_outcome_take(&fc->out, &m)) {
+        if (rootfs_write_all(fc->f->fd, m.data, m.len, fc->off) < 0) {
             rc = 1;
         } else {
             fc->off += (off_t)m.len;
@@ -219,7 +211,7 @@ static void fetch_done(uint64_t call, const struct api_result *res, void *ud)
         sandbox_fail(sb, -err, "read %s: StreamExec: %s: %s", fc->f->path, res->error.code,
                      res->error.message ? res->error.message : "");
     else
-        err = outcome_check(&fc->out, sb, "read", fc->f->path);
+        err = rootfs_outcome_check(&fc->out, sb, "read", fc->f->path);
     open_finish(fc->rc, err);
     free(fc->out.errtext);
     execbody_free(&fc->body);
@@ -289,7 +281,7 @@ static void on_read_file(uint64_t call, const struct api_result *res, void *ud)
         size_t len = 0;
         if (pbjson_get_bytes(res->response, "content", &data, &len) < 0)
             err = sandbox_fail(f->sb, EIO, "read %s: ReadFile answered bad base64", f->path);
-        else if ((err = write_all(f->fd, data, len, 0)) < 0)
+        else if ((err = rootfs_write_all(f->fd, data, len, 0)) < 0)
             sandbox_fail(f->sb, -err, "read %s: spool: %s", f->path, strerror(-err));
         else
             session.bytes_read += len;
@@ -325,6 +317,11 @@ static void open_listed(struct sandbox *sb, int err, struct dirlist *dl, void *u
         err = -EINTR; /* interrupted while listing: fetch nothing */
     if (err) {
         open_finish(rc, err);
+        return;
+    }
+    if (e && (uint64_t)e->st.st_size > ROOTFS_UNARY_CAP && (rc->fi.flags & O_ACCMODE) == O_RDONLY) {
+        /* Read-only: fetched as it is read, the open answers now. */
+        open_finish(rc, rootfs_stream_open(rc->file));
         return;
     }
     if (e && (uint64_t)e->st.st_size > ROOTFS_UNARY_CAP) {
@@ -456,7 +453,7 @@ static void create_listed(struct sandbox *sb, int err, struct dirlist *dl, void 
     if (fsreq_claim(&rc->fr))
         fuse_reply_create(rc->fr.req, &ep, &rc->fi);
     else
-        file_free(f); /* interrupted: nobody holds it */
+        rootfs_file_free(f); /* interrupted: nobody holds it */
     rootfs_req_free(rc);
 }
 
@@ -487,6 +484,10 @@ void rootfs_create(fuse_req_t req, struct node *parent, const char *name, mode_t
 
 void rootfs_read(fuse_req_t req, struct rootfs_file *f, size_t size, off_t off)
 {
+    if (f->stream) {
+        rootfs_stream_read(f->stream, req, size, off);
+        return;
+    }
     char *buf = malloc(size ? size : 1);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);
@@ -510,7 +511,7 @@ void rootfs_write(fuse_req_t req, struct rootfs_file *f, const char *buf, size_t
         }
         off = st.st_size;
     }
-    int rc = write_all(f->fd, buf, size, off);
+    int rc = rootfs_write_all(f->fd, buf, size, off);
     if (rc < 0) {
         /* The spool now holds a part of what the program meant to write: sending it
          * would replace a good file with a truncated one. Every later flush and fsync
@@ -544,7 +545,7 @@ struct upload_ctx {
     int attempts; /* StreamExec sends started */
     char *pending;
     size_t pending_len, pending_pos;
-    struct cmd_outcome out;
+    struct rootfs_cmd_outcome out;
 };
 
 /* A streamed replacement goes to a temporary name in the target's directory and is
@@ -573,7 +574,7 @@ static void flushes_answer(struct rootfs_file *f, int err)
         free(w);
     }
     if (f->released)
-        file_free(f);
+        rootfs_file_free(f);
 }
 
 static void pending_applied(struct sandbox *sb, int err, int code, const char *out, size_t outlen,
@@ -711,7 +712,8 @@ static int upload_message(uint64_t call, json_t *msg, void *ud)
     struct upload_ctx *uc = ud;
     struct execmsg m;
     pthread_mutex_lock(&fs_lock);
-    if (execmsg_parse(msg, &m) == 0 && outcome_take(&uc->out, &m) && m.len && !uc->out.errtext)
+    if (execmsg_parse(msg, &m) == 0 && rootfs_outcome_take(&uc->out, &m) && m.len &&
+        !uc->out.errtext)
         uc->out.errtext = strndup(m.data, m.len > 500 ? 500 : m.len); /* cat says nothing */
     execmsg_clear(&m);
     pthread_mutex_unlock(&fs_lock);
@@ -738,7 +740,7 @@ static void upload_stream_done(uint64_t call, const struct api_result *res, void
         sandbox_fail(uc->f->sb, -err, "write %s: StreamExec: %s: %s", uc->f->path, res->error.code,
                      res->error.message ? res->error.message : "");
     else
-        err = outcome_check(&uc->out, uc->f->sb, "write", uc->f->path);
+        err = rootfs_outcome_check(&uc->out, uc->f->sb, "write", uc->f->path);
     if (!err)
         session.bytes_written += (uint64_t)(uc->size - uc->start);
     upload_finish(uc, err, 1);
@@ -857,10 +859,14 @@ void rootfs_release(struct rootfs_file *f)
     if (f->dirty && f->failed)
         log_warn("%s: %s was not saved in the sandbox; its data is kept in %s", f->sb->name,
                  f->path, f->spool_path);
+    if (f->stream) {
+        rootfs_stream_release(f->stream);
+        return;
+    }
     if (f->uploading) {
         /* The send in flight still needs the file; it frees it when it ends. */
         f->released = 1;
         return;
     }
-    file_free(f);
+    rootfs_file_free(f);
 }

@@ -2,6 +2,8 @@
 """sigop.py - one read(2) or write(2) on a file of the mount while a signal arrives.
 
   sigop.py SIG DELAY read PATH           open PATH, one read(2); prints "ok TEXT"
+  sigop.py SIG DELAY update PATH          the same, opened O_RDWR (a sandbox's file is
+                                         then fetched whole at open)
   sigop.py SIG DELAY write PATH TEXT     open PATH (O_WRONLY|O_TRUNC), one write(2) of
                                          TEXT; prints "ok N"
   SIG: CHLD (a child that exits after DELAY s), or a name such as WINCH, INT, TERM:
@@ -35,13 +37,13 @@ def main():
                 os.kill(os.getppid(), signum)
             os._exit(0)
     t0 = time.monotonic()
-    flags = os.O_RDONLY if mode == "read" else os.O_WRONLY | os.O_TRUNC
+    flags = {"read": os.O_RDONLY, "update": os.O_RDWR}.get(mode, os.O_WRONLY | os.O_TRUNC)
     fd = libc.open(path.encode(), flags)
     if fd < 0:
         e = ctypes.get_errno()
         print("error", errno.errorcode.get(e, str(e)))
         return 1
-    if mode == "read":
+    if mode in ("read", "update"):
         buf = ctypes.create_string_buffer(4096)
         n = libc.read(fd, buf, 4096)
         data = buf.raw[: max(n, 0)].decode(errors="replace").strip()

@@ -108,14 +108,17 @@ case_stop_signal_after_sigchld() {
     it_log "SIGKILL after SIGCHLD ended the open in $(($(now_ms) - t0)) ms"
 }
 
-# Opening a sandbox's file fetches it (100 MiB: seconds): a SIGCHLD lets the open go
-# on, SIGINT ends it at once (the fetch is cancelled).
+# Opening a sandbox's file to change it fetches it whole (100 MiB: seconds): a SIGCHLD
+# lets the open go on, SIGINT ends it at once (the fetch is cancelled). Opened to read,
+# it is fetched as it is read (test_reads.sh): the open does not wait.
 case_open_of_sandbox_file() {
     run_in "$S" 'mkdir -p /it && yes sandbox-file | head -c 100M > /it/big' >/dev/null || exit 1
     local got
-    got=$(sigop CHLD 0.3 read "$S/root/it/big")
+    got=$(sigop CHLD 0.3 update "$S/root/it/big")
     assert_eq "ok sandbox-file" "${got%%$'\n'*}" "open of a big file through a SIGCHLD"
-    assert_eq "error EINTR" "$(sigop INT 0.3 read "$S/root/it/big")" "open of a big file with SIGINT caught"
+    assert_eq "error EINTR" "$(sigop INT 0.3 update "$S/root/it/big")" "open of a big file with SIGINT caught"
+    got=$(sigop CHLD 0.3 read "$S/root/it/big")
+    assert_eq "ok sandbox-file" "${got%%$'\n'*}" "read-only open of a big file through a SIGCHLD"
     ends_within 10 timeout -s INT 1 cat "$S/root/it/big"
     ends_within 10 timeout -s KILL 1 cat "$S/root/it/big"
     # the file is still whole and readable afterwards
