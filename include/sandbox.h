@@ -89,9 +89,11 @@ struct sandbox {
     int create_inflight, poll_inflight, delete_inflight;
     long poll_delay_ms;
     int poll_scheduled;
-    struct sb_cont *conts;  /* continuations waiting for running or terminal */
-    int stopping;           /* DeleteSandbox sent: poll until terminal */
-    struct timespec polled; /* last GetSandbox answer, CLOCK_MONOTONIC */
+    struct sb_cont *conts;        /* continuations waiting for running or terminal */
+    int stopping;                 /* DeleteSandbox sent: poll until terminal */
+    struct timespec polled;       /* last GetSandbox answer, CLOCK_MONOTONIC */
+    struct sb_cont *poll_waiters; /* status opens waiting for the GetSandbox in flight */
+    int unreachable;              /* the last GetSandbox did not reach the service */
 
     struct stream events;
     struct stream logs;
@@ -162,8 +164,14 @@ void sandbox_update_from(struct sandbox *sb, json_t *sandbox_msg);
 void sandbox_stop(struct sandbox *sb, long grace, sandbox_ready_fn fn, void *ud);
 /* ctl `snapshot`. */
 void sandbox_snapshot(struct sandbox *sb, sandbox_ready_fn fn, void *ud);
-/* Refresh the state soon if the last poll is older than max_age_ms. */
+/* Refresh the state soon if the last answer is older than a second. */
 void sandbox_refresh(struct sandbox *sb);
+/* Whether `status` asks the service before it answers: a started sandbox that has not
+ * ended and whose last answer is older than a second. */
+int sandbox_status_stale(const struct sandbox *sb);
+/* Run fn once a GetSandbox (the one in flight, or a new one) has answered or failed;
+ * -ENOMEM at once if it cannot be queued. */
+void sandbox_when_polled(struct sandbox *sb, sandbox_ready_fn fn, void *ud);
 /* rmdir done: out of the name table. */
 void sandbox_remove(struct sandbox *sb);
 

@@ -525,6 +525,51 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 /* ---- files ---- */
 
+/* `status` says what the service says: an open whose last answer is older than a
+ * second waits for a GetSandbox (bounded by timeout=, interruptible), and reads
+ * `unknown` when the service cannot be reached. It never waits for a change. */
+struct status_open {
+    struct fsreq fr;
+    struct fuse_file_info fi;
+    fuse_ino_t ino;
+    struct handle *h;
+};
+
+static void status_polled(struct sandbox *sb, int err, void *ud)
+{
+    struct status_open *so = ud;
+    struct node *n = node_by_ino(so->ino);
+    if (!fsreq_claim(&so->fr)) {
+        handle_free(so->h); /* interrupted: answered already */
+    } else if (!n) {
+        handle_free(so->h);
+        fuse_reply_err(so->fr.req, ENOENT);
+    } else {
+        so->h->text = tree_render(n);
+        so->h->len = so->h->text ? strlen(so->h->text) : 0;
+        fuse_reply_open(so->fr.req, &so->fi);
+    }
+    fsreq_end(&so->fr);
+    free(so);
+    (void)sb, (void)err; /* a failed poll shows in the status line and `error` */
+}
+
+static void status_open_after_poll(fuse_req_t req, struct node *n, struct fuse_file_info *fi,
+                                   struct handle *h)
+{
+    struct status_open *so = calloc(1, sizeof(*so));
+    if (!so) {
+        handle_free(h);
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    so->fi = *fi;
+    so->ino = n->ino;
+    so->h = h;
+    fsreq_start(&so->fr, req);
+    sandbox_when_polled(n->sb, status_polled, so);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     pthread_mutex_lock(&fs_lock);
@@ -546,16 +591,19 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             fuse_reply_err(req, ENOMEM);
         } else {
             h->nonblock = !!(fi->flags & O_NONBLOCK);
+            fi->fh = (uintptr_t)h;
+            fi->direct_io = 1;
+            if (n->kind == N_FILE && n->file == P_STATUS && sandbox_status_stale(n->sb)) {
+                status_open_after_poll(req, n, fi, h);
+                pthread_mutex_unlock(&fs_lock);
+                return;
+            }
             if (!tree_is_stream(n)) {
-                if (n->kind == N_FILE && n->file == P_STATUS)
-                    sandbox_refresh(n->sb);
                 h->text = tree_render(n);
                 h->len = h->text ? strlen(h->text) : 0;
             } else if (n->file == P_LOGS && n->sb->state != SB_UNSTARTED) {
                 sandbox_logs_follow(n->sb);
             }
-            fi->fh = (uintptr_t)h;
-            fi->direct_io = 1;
             if (tree_is_stream(n) && !h->nonblock)
                 reader_open(req, n, fi, handle_free);
             else

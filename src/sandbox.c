@@ -64,7 +64,9 @@ int sandbox_is_terminal(enum sb_state st)
 
 void sandbox_status_line(const struct sandbox *sb, char *buf, size_t size)
 {
-    if (sb->state == SB_COMPLETED)
+    if (sb->unreachable && !sandbox_is_terminal(sb->state))
+        snprintf(buf, size, "unknown"); /* `error` says why */
+    else if (sb->state == SB_COMPLETED)
         snprintf(buf, size, "completed %d", sb->exit_code);
     else if (sb->state == SB_FAILED)
         snprintf(buf, size, "failed %s",
@@ -397,12 +399,32 @@ static int needs_poll(const struct sandbox *sb)
 
 static void poll_schedule(struct sandbox *sb, long delay_ms);
 
+static void poll_waiters_run(struct sandbox *sb, int err)
+{
+    struct sb_cont *waiters = sb->poll_waiters, *c, *tmp;
+    sb->poll_waiters = NULL;
+    LL_FOREACH_SAFE(waiters, c, tmp)
+    {
+        c->fn(sb, err, c->ud);
+        free(c);
+    }
+}
+
+/* The call did not reach the service, or got no answer from it: the state is unknown. */
+static int unreachable(const struct api_result *res)
+{
+    const char *code = res->error.code ? res->error.code : "";
+    return strcmp(code, "unavailable") == 0 || strcmp(code, "deadline_exceeded") == 0 ||
+           res->err == -ETIMEDOUT || res->err == -EHOSTUNREACH || res->err == -ECONNREFUSED;
+}
+
 static void on_polled(uint64_t call, const struct api_result *res, void *ud)
 {
     struct sandbox *sb = ud;
     pthread_mutex_lock(&fs_lock);
     sb->poll_inflight = 0;
     clock_gettime(CLOCK_MONOTONIC, &sb->polled);
+    sb->unreachable = res->err && unreachable(res);
     if (res->err == 0) {
         sandbox_update_from(sb, res->response);
     } else if (res->err == -ENOENT && sb->id) {
@@ -429,6 +451,7 @@ static void on_polled(uint64_t call, const struct api_result *res, void *ud)
         }
         poll_schedule(sb, next);
     }
+    poll_waiters_run(sb, res->err);
     sandbox_unref(sb);
     pthread_mutex_unlock(&fs_lock);
     (void)call;
@@ -440,7 +463,13 @@ static void poll_now(struct sandbox *sb)
         return;
     sb->poll_inflight = 1;
     sandbox_ref(sb);
-    api_unary("GetSandbox", json_pack("{s:s}", "sandboxId", sb->id), API_IDEMPOTENT, on_polled, sb);
+    if (api_unary("GetSandbox", json_pack("{s:s}", "sandboxId", sb->id), API_IDEMPOTENT, on_polled,
+                  sb))
+        return;
+    /* Not started (shutting down, or no memory): no answer will come. */
+    sb->poll_inflight = 0;
+    poll_waiters_run(sb, -ESHUTDOWN);
+    sandbox_unref(sb);
 }
 
 static void poll_tick(void *ud)
@@ -463,18 +492,40 @@ static void poll_schedule(struct sandbox *sb, long delay_ms)
     api_schedule(delay_ms, poll_tick, sb);
 }
 
+static long poll_age_ms(const struct sandbox *sb)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - sb->polled.tv_sec) * 1000 + (now.tv_nsec - sb->polled.tv_nsec) / 1000000;
+}
+
 void sandbox_refresh(struct sandbox *sb)
 {
     if (!sb->id || sb->removed || sandbox_is_terminal(sb->state) || sb->poll_inflight)
         return;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    long age_ms =
-        (now.tv_sec - sb->polled.tv_sec) * 1000 + (now.tv_nsec - sb->polled.tv_nsec) / 1000000;
-    if (age_ms >= 1000)
+    if (poll_age_ms(sb) >= 1000)
         poll_now(sb);
     if (needs_poll(sb))
         poll_schedule(sb, POLL_WATCH_MS);
+}
+
+int sandbox_status_stale(const struct sandbox *sb)
+{
+    return sb->id && !sb->removed && !sandbox_is_terminal(sb->state) &&
+           (sb->poll_inflight || poll_age_ms(sb) >= 1000);
+}
+
+void sandbox_when_polled(struct sandbox *sb, sandbox_ready_fn fn, void *ud)
+{
+    struct sb_cont *c = calloc(1, sizeof(*c));
+    if (!c) {
+        fn(sb, -ENOMEM, ud);
+        return;
+    }
+    c->fn = fn;
+    c->ud = ud;
+    LL_APPEND(sb->poll_waiters, c);
+    poll_now(sb);
 }
 
 void sandbox_update_from(struct sandbox *sb, json_t *msg)

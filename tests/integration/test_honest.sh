@@ -195,7 +195,49 @@ case_background_log_goes_somewhere() {
     assert_contains "$(cat "$run/cwsfs.log")" "logged2: made" "the default log file"
 }
 
+# `status` follows the service: a sandbox the service ended at its lifetime shows its
+# end at the first read, not the state this mount last saw.
+case_status_follows_the_service() {
+    local st
+    mksb short
+    ctl "$SB" "lifetime 2" start
+    assert_eq running "$(it_status "$SB")" "status after start"
+    sleep 4 # nothing of this mount looks meanwhile; the service ends it at 2 s
+    st=$(it_status "$SB")
+    it_log "status 4 s after a 2 s lifetime: $st"
+    case $st in
+    terminated | completed* | failed*) ;;
+    *) fail "status of a sandbox the service ended reads '$st'" ;;
+    esac
+}
+
+# While the service cannot be reached, `status` reads `unknown` and `error` says why;
+# when it answers again, `status` is its word again.
+case_status_unknown_while_unreachable() {
+    local d=$IT_WORK/unreach m=$IT_WORK/munreach sb err
+    it_fault_proxy "$d" black-hole "$d/on"
+    it_mount "$m" "timeout=2000" "$FAULT_URL"
+    mksb far "$m"
+    sb=$SB
+    ctl "$sb" start || exit 1
+    assert_eq running "$(it_status "$sb")" "status while the service answers"
+    touch "$d/on"
+    sleep 1.2 # the last answer is older than a second
+    assert_eq unknown "$(timeout "$(t 30)" cat "$sb/status")" "status while the service is silent"
+    err=$(rd "$sb/error") || exit 1
+    it_log "error while the service is silent: $err"
+    assert_contains "$err" "GetSandbox" "error while the service is silent"
+    rm -f "$d/on"
+    sleep 1.2
+    assert_eq running "$(timeout "$(t 30)" cat "$sb/status")" "status once the service answers again"
+    ctl "$sb" "stop 0"
+    IT_LOG_ALLOW='.' it_unmount "$m" || fail "unmount"
+    kill "$FAULT_PID"
+}
+
 it_case case_long_ctl_line_in_one_write_is_einval
+it_case case_status_follows_the_service
+it_case case_status_unknown_while_unreachable
 it_case case_background_log_goes_somewhere
 it_case case_unanswered_exec_is_unknown_not_failed
 it_case case_finished_execs_hold_no_descriptors 400
