@@ -97,6 +97,8 @@ struct rootfs_file {
 /* Freed with its spool (kept when it holds unsent data), off the open files. */
 void rootfs_file_free(struct rootfs_file *f);
 int rootfs_write_all(int fd, const char *data, size_t len, off_t off);
+/* " full" when a spool write failed for want of space (for `error`), else "". */
+const char *rootfs_spool_full(int err);
 
 /* How a command run through StreamExec for a file ended: its exit code and the
  * start of what it said on stderr (for `error` and the errno). */

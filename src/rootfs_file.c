@@ -90,6 +90,11 @@ void rootfs_file_abandon(struct rootfs_file *f)
     file_destroy(f);
 }
 
+const char *rootfs_spool_full(int err)
+{
+    return err == -ENOSPC || err == -EDQUOT || err == -EFBIG ? " full" : "";
+}
+
 int rootfs_write_all(int fd, const char *data, size_t len, off_t off)
 {
     while (len) {
@@ -282,7 +287,8 @@ static void on_read_file(uint64_t call, const struct api_result *res, void *ud)
         if (pbjson_get_bytes(res->response, "content", &data, &len) < 0)
             err = sandbox_fail(f->sb, EIO, "read %s: ReadFile answered bad base64", f->path);
         else if ((err = rootfs_write_all(f->fd, data, len, 0)) < 0)
-            sandbox_fail(f->sb, -err, "read %s: spool: %s", f->path, strerror(-err));
+            sandbox_fail(f->sb, -err, "read %s: spool%s: %s", f->path, rootfs_spool_full(err),
+                         strerror(-err));
         else
             session.bytes_read += len;
         free(data);

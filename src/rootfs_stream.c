@@ -104,8 +104,8 @@ static int chunk_message(uint64_t call, json_t *msg, void *ud)
         if (rootfs_outcome_take(&c->out, &m) && m.len) {
             int err = rootfs_write_all(s->f->fd, m.data, m.len, c->off);
             if (err < 0) {
-                s->err =
-                    sandbox_fail(s->f->sb, -err, "read %s: spool: %s", s->f->path, strerror(-err));
+                s->err = sandbox_fail(s->f->sb, -err, "read %s: spool%s: %s", s->f->path,
+                                      rootfs_spool_full(err), strerror(-err));
                 stop = 1;
             } else {
                 c->off += (off_t)m.len;

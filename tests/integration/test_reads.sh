@@ -117,8 +117,31 @@ PY
     esac
 }
 
+# A 4 MiB tmpfs spool: with window=1 a 48 MiB file reads whole through it; with
+# window=8 a chunk does not fit, and the read fails with ENOSPC ("spool full" in
+# `error`) instead of ending early.
+case_small_spool() {
+    local sp=$IT_WORK/tiny m2=$IT_WORK/m2 m3=$IT_WORK/m3 want got err
+    mkdir -p "$sp"
+    must mount -t tmpfs -o size=4m tmpfs "$sp"
+    inside 'mkdir -p /it && head -c 48M /dev/urandom > /it/mid' >/dev/null
+    want=$(inside 'md5sum < /it/mid' | cut -d' ' -f1)
+    it_mount "$m2" "spool=$sp,window=1"
+    got=$(timeout "$(t 120)" md5sum <"$m2/reads/root/it/mid" | cut -d' ' -f1)
+    assert_eq "$want" "$got" "md5 of 48 MiB read through a 4 MiB spool (window=1)"
+    it_unmount "$m2" || fail "unmount $m2"
+    it_mount "$m3" "spool=$sp,window=8"
+    must_fail "No space left on device" bash -c 'cat "$1" >/dev/null' _ "$m3/reads/root/it/mid"
+    err=$(rd "$m3/reads/error") || exit 1
+    it_log "error after reading through a full spool: $err"
+    assert_contains "$err" "spool full" "error after reading through a full spool"
+    IT_LOG_ALLOW='spool full' it_unmount "$m3" || fail "unmount $m3"
+    must umount "$sp"
+}
+
 it_case case_head_of_a_huge_file_reads_little
 it_case case_sequential_read_is_whole_and_bounded
 it_case case_seeks_read_the_right_bytes
 it_case case_file_gone_mid_read_fails_the_read
+it_case case_small_spool
 it_done
