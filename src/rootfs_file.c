@@ -140,6 +140,7 @@ struct fetch_ctx {
     struct rootfs_req *rc;
     struct rootfs_file *f;
     off_t off;
+    int spool_err; /* writing into the spool failed (-errno): the fetch was stopped */
     struct rootfs_cmd_outcome out;
     struct execbody body;
 };
@@ -191,7 +192,9 @@ static int fetch_message(uint64_t call, json_t *msg, void *ud)
     if (execmsg_parse(msg, &m) < 0) {
         rc = 1;
     } else if (rootfs_outcome_take(&fc->out, &m)) {
-        if (rootfs_write_all(fc->f->fd, m.data, m.len, fc->off) < 0) {
+        int err = rootfs_write_all(fc->f->fd, m.data, m.len, fc->off);
+        if (err < 0) {
+            fc->spool_err = err;
             rc = 1;
         } else {
             fc->off += (off_t)m.len;
@@ -212,6 +215,9 @@ static void fetch_done(uint64_t call, const struct api_result *res, void *ud)
     int err = res->err;
     if (fc->rc->fr.interrupted) /* cancelled after an interrupt: nobody to tell */
         err = -EINTR;
+    else if (fc->spool_err)
+        err = sandbox_fail(sb, -fc->spool_err, "read %s: spool%s: %s", fc->f->path,
+                           rootfs_spool_full(fc->spool_err), strerror(-fc->spool_err));
     else if (err)
         sandbox_fail(sb, -err, "read %s: StreamExec: %s: %s", fc->f->path, res->error.code,
                      res->error.message ? res->error.message : "");

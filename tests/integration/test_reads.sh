@@ -135,6 +135,10 @@ case_small_spool() {
     err=$(rd "$m3/reads/error") || exit 1
     it_log "error after reading through a full spool: $err"
     assert_contains "$err" "spool full" "error after reading through a full spool"
+    # opened to change it, the file is fetched whole at open: the open fails the same way
+    must_fail "No space left on device" bash -c ': 1<>"$1"' _ "$m3/reads/root/it/mid"
+    err=$(rd "$m3/reads/error") || exit 1
+    assert_contains "$err" "spool full" "error after an open for update through a full spool"
     IT_LOG_ALLOW='spool full' it_unmount "$m3" || fail "unmount $m3"
     must umount "$sp"
 }
