@@ -33,7 +33,7 @@ typedef void (*dirlist_fn)(struct sandbox *sb, int err, struct dirlist *dl, void
 
 struct dl_cont {
     dirlist_fn fn;
-    void *ud;
+    struct rootfs_req *rc; /* the request waiting (its ud) */
     struct dl_cont *next;
 };
 
@@ -42,6 +42,7 @@ struct dirlist {
     struct timespec fetched;
     int valid;
     int inflight;
+    unsigned gen; /* of the listing in flight: one whose waiters all gave up is replaced */
     struct rf_entry *entries; /* by name, in listing order */
     struct dl_cont *conts;
     UT_hash_handle hh;
@@ -146,7 +147,7 @@ void rootfs_run_cmd(struct sandbox *sb, const char *const *argv, rootfs_cmd_fn f
 void rootfs_run_query(struct sandbox *sb, const char *const *argv, rootfs_cmd_fn fn, void *ud);
 
 /* Call fn with a listing of dir no older than a second (one Exec when stale). */
-void rootfs_with_listing(struct sandbox *sb, const char *dir, dirlist_fn fn, void *ud);
+void rootfs_with_listing(struct sandbox *sb, const char *dir, dirlist_fn fn, struct rootfs_req *rc);
 void rootfs_cache_invalidate(struct sandbox *sb, const char *dir);
 void rootfs_cache_invalidate_parent(struct sandbox *sb, const char *path);
 /* A file open here (with unsent changes only, when unsent_only), or NULL. An open

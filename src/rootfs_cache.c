@@ -148,21 +148,29 @@ static void dirlist_done(struct sandbox *sb, struct dirlist *dl, int err)
     dl->conts = NULL;
     LL_FOREACH_SAFE(conts, c, tmp)
     {
-        c->fn(sb, err, err ? NULL : dl, c->ud);
+        c->fn(sb, err, err ? NULL : dl, c->rc);
         free(c);
     }
 }
 
+/* One listing command in flight, for the dirlist of path (found again by path: the
+ * cache may have dropped it meanwhile). */
+struct listing_query {
+    unsigned gen;
+    char path[];
+};
+
 static void on_listed(struct sandbox *sb, int err, int code, const char *out, size_t outlen,
                       const char *errtext, void *ud)
 {
-    char *path = ud;
+    struct listing_query *q = ud;
     struct dirlist *dl = NULL;
     if (sb->dircache)
-        HASH_FIND_STR(sb->dircache->dirs, path, dl);
-    free(path);
-    if (!dl)
-        return;
+        HASH_FIND_STR(sb->dircache->dirs, q->path, dl);
+    unsigned gen = q->gen;
+    free(q);
+    if (!dl || !dl->inflight || gen != dl->gen)
+        return; /* replaced by a later query, whose answer its waiters get */
     dl->inflight = 0;
     if (!err && code != 0 && outlen == 0)
         err = sandbox_fail(sb, rootfs_errno_from_stderr(errtext), "listing %s: %s", dl->path,
@@ -184,17 +192,30 @@ static void on_listed(struct sandbox *sb, int err, int code, const char *out, si
     dirlist_done(sb, dl, err);
 }
 
+/* A new waiter joins the listing in flight unless every request waiting for it was
+ * interrupted: then the service may have stopped answering it (the user gave up), and
+ * joining would wait out its whole deadline; a new query is asked instead. */
+static int joinable(const struct dirlist *dl)
+{
+    if (!dl->inflight)
+        return 0;
+    for (const struct dl_cont *c = dl->conts; c; c = c->next)
+        if (!c->rc->fr.interrupted)
+            return 1;
+    return !dl->conts;
+}
+
 /* Call fn with a listing of dir no older than a second. */
-void rootfs_with_listing(struct sandbox *sb, const char *dir, dirlist_fn fn, void *ud)
+void rootfs_with_listing(struct sandbox *sb, const char *dir, dirlist_fn fn, struct rootfs_req *rc)
 {
     if (!sb->dircache && !(sb->dircache = calloc(1, sizeof(*sb->dircache)))) {
-        fn(sb, -ENOMEM, NULL, ud);
+        fn(sb, -ENOMEM, NULL, rc);
         return;
     }
     struct dirlist *dl = NULL;
     HASH_FIND_STR(sb->dircache->dirs, dir, dl);
     if (dl && dl->valid && !dl->inflight && rootfs_ms_since(&dl->fetched) < CACHE_TTL_MS) {
-        fn(sb, 0, dl, ud);
+        fn(sb, 0, dl, rc);
         return;
     }
     if (!dl) {
@@ -202,25 +223,32 @@ void rootfs_with_listing(struct sandbox *sb, const char *dir, dirlist_fn fn, voi
         dl = calloc(1, sizeof(*dl));
         if (!dl || !(dl->path = strdup(dir))) {
             free(dl);
-            fn(sb, -ENOMEM, NULL, ud);
+            fn(sb, -ENOMEM, NULL, rc);
             return;
         }
         HASH_ADD_KEYPTR(hh, sb->dircache->dirs, dl->path, strlen(dl->path), dl);
     }
     struct dl_cont *c = calloc(1, sizeof(*c));
-    if (!c) {
-        fn(sb, -ENOMEM, NULL, ud);
+    struct listing_query *q = NULL;
+    if (!c || (!joinable(dl) && !(q = malloc(sizeof(*q) + strlen(dl->path) + 1)))) {
+        free(c);
+        fn(sb, -ENOMEM, NULL, rc);
         return;
     }
     c->fn = fn;
-    c->ud = ud;
+    c->rc = rc;
     LL_APPEND(dl->conts, c);
+    if (!q)
+        return; /* joins the listing in flight */
     if (dl->inflight)
-        return;
+        log_info("%s: listing %s: every request waiting for it was interrupted; asking again",
+                 sb->name, dl->path);
     dl->inflight = 1;
+    q->gen = ++dl->gen;
+    strcpy(q->path, dl->path);
     const char *argv[LISTING_ARGC + 1];
     listing_argv(dl->path, argv);
-    rootfs_run_query(sb, argv, on_listed, strdup(dl->path));
+    rootfs_run_query(sb, argv, on_listed, q);
 }
 
 /* A file open here whose spool has not reached the sandbox yet answers stat itself. */
