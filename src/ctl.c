@@ -314,6 +314,16 @@ static int v_env(const char *arg, size_t len, struct ctl_cmd *cmd, char *why, si
         snprintf(why, whylen, "has an empty variable name");
         return -EINVAL;
     }
+    /* Kubernetes's rule for variable names, which the service applies. */
+    int name_ok = !is_digit(arg[0]);
+    for (const char *p = arg; name_ok && p < eq; p++)
+        name_ok = is_alnum(*p) || *p == '_' || *p == '-' || *p == '.';
+    if (!name_ok) {
+        snprintf(why, whylen,
+                 "has a bad variable name (letters, digits, '_', '-', '.', not starting with "
+                 "a digit)");
+        return -EINVAL;
+    }
     if (!(cmd->key = dupn(arg, (size_t)(eq - arg))))
         return -ENOMEM;
     if (!(cmd->arg = dupn(eq + 1, len - (size_t)(eq - arg) - 1)))
@@ -338,20 +348,49 @@ static int v_tag(const char *arg, size_t len, struct ctl_cmd *cmd, char *why, si
     return (cmd->arg = dupn(arg, len)) ? 0 : -ENOMEM;
 }
 
-/* cpu: a decimal number of cores, or a decimal number of millicores with 'm'. */
+/* Whether the decimal number s[0..n) is more than zero. */
+static int decimal_positive(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] >= '1' && s[i] <= '9')
+            return 1;
+    return 0;
+}
+
+/* Whether the decimal number s[0..n) has no non-zero digit after `places` decimals. */
+static int decimal_within(const char *s, size_t n, size_t places)
+{
+    const char *dot = memchr(s, '.', n);
+    if (!dot)
+        return 1;
+    for (size_t i = (size_t)(dot - s) + 1 + places; i < n; i++)
+        if (s[i] != '0')
+            return 0;
+    return 1;
+}
+
+/* cpu: a decimal number of cores, or a decimal number of millicores with 'm'; more
+ * than zero and in whole millicores, as Kubernetes takes a cpu quantity (the grammar
+ * of -o cpu= too, and of the bundled backend). */
 static int v_cpu(const char *arg, size_t len, struct ctl_cmd *cmd, char *why, size_t whylen)
 {
     size_t n = decimal_len(arg, len);
+    int milli = n && n + 1 == len && arg[n] == 'm';
 
-    if (n == 0 || !(n == len || (n + 1 == len && arg[n] == 'm'))) {
+    if (n == 0 || !(n == len || milli)) {
         snprintf(why, whylen, "is not a cpu quantity (like 2, 0.5 or 500m)");
+        return -EINVAL;
+    }
+    if (!decimal_positive(arg, n) || !decimal_within(arg, n, milli ? 0 : 3)) {
+        snprintf(why, whylen, "is not a cpu quantity of at least 1m in whole millicores");
         return -EINVAL;
     }
     return (cmd->arg = dupn(arg, len)) ? 0 : -ENOMEM;
 }
 
-/* memory: a decimal number of bytes with an optional decimal (k M G T P E) or binary
- * (Ki Mi Gi Ti Pi Ei) suffix. No 'm': milli-bytes are a Kubernetes oddity nobody means. */
+/* memory: a decimal number of bytes, more than zero, with an optional decimal
+ * (k M G T P E) or binary (Ki Mi Gi Ti Pi Ei) suffix. No 'm': milli-bytes are a
+ * Kubernetes oddity nobody means. */
 static int v_memory(const char *arg, size_t len, struct ctl_cmd *cmd, char *why, size_t whylen)
 {
     static const char *const suffixes[] = {"",   "k",  "M",  "G",  "T",  "P", "E",
@@ -363,6 +402,10 @@ static int v_memory(const char *arg, size_t len, struct ctl_cmd *cmd, char *why,
         ok = strlen(suffixes[i]) == len - n && memcmp(arg + n, suffixes[i], len - n) == 0;
     if (!ok) {
         snprintf(why, whylen, "is not a memory quantity (like 512Mi, 2Gi, 1G or 1000000)");
+        return -EINVAL;
+    }
+    if (!decimal_positive(arg, n)) {
+        snprintf(why, whylen, "is not a memory quantity of more than 0");
         return -EINVAL;
     }
     return (cmd->arg = dupn(arg, len)) ? 0 : -ENOMEM;

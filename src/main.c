@@ -33,6 +33,7 @@
 #include "api.h"
 #include "backend.h"
 #include "config.h"
+#include "ctl.h"
 #include "fs.h"
 #include "log.h"
 
@@ -41,7 +42,6 @@
 #define CHECK_RETRIES 2 /* a start-up check should answer soon, not after 6 s of retries */
 #define DEFAULT_UNARY_TIMEOUT_MS 30000
 #define MAX_TIMEOUT_MS (24L * 3600 * 1000)
-#define TAG_MAX 59
 #define DEFAULT_IDLE_THREADS 10 /* libfuse's documented default */
 
 /* Everything the command line says, before validation. Strings from "%s" templates
@@ -333,73 +333,42 @@ static int parse_number(const char *name, const char *s, long min, long max, lon
     return 0;
 }
 
-/* A Kubernetes quantity: a decimal number with an optional binary (Ki..Ei), decimal
- * (m, k, M..E) or exponent (e3) suffix. */
-static int quantity_ok(const char *s)
+/* A spec option is checked by the ctl grammar (ctl.c's table): `-o cpu=X` accepts
+ * exactly what the ctl line `cpu X` does, with the same words when it does not. */
+static int spec_option(const char *key, const char *value, struct ctl_cmd *cmd)
 {
-    static const char *const suffixes[] = {"",  "m",  "k",  "M",  "G",  "T",  "P",
-                                           "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"};
-    int digits = 0;
-    size_t i;
-
-    if (*s == '+')
-        s++;
-    while (*s >= '0' && *s <= '9')
-        s++, digits++;
-    if (*s == '.') {
-        s++;
-        while (*s >= '0' && *s <= '9')
-            s++, digits++;
-    }
-    if (!digits)
+    char *line = NULL, err[300];
+    if (asprintf(&line, "%s %s", key, value) < 0)
+        return -ENOMEM;
+    int rc = ctl_parse(line, strlen(line), cmd, err, sizeof(err));
+    free(line);
+    if (rc == 0)
         return 0;
-    if ((*s == 'e' || *s == 'E') && s[1]) {
-        const char *p = s + 1;
+    if (rc == 1) /* blank or a comment: no value */
+        snprintf(err, sizeof(err), "%s: missing argument", key);
+    fprintf(stderr, "cwsfs: -o %s=%s: %s\n", key, value, err);
+    return -EINVAL;
+}
 
-        if (*p == '+' || *p == '-')
-            p++;
-        if (*p >= '0' && *p <= '9') {
-            while (*p >= '0' && *p <= '9')
-                p++;
-            return *p == '\0';
-        }
-    }
-    for (i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++)
-        if (strcmp(s, suffixes[i]) == 0)
-            return 1;
+/* Check a spec option and keep its number (gpu=, lifetime=). */
+static int spec_number(const char *key, const char *value, long *out)
+{
+    struct ctl_cmd cmd;
+    if (spec_option(key, value, &cmd) < 0)
+        return -EINVAL;
+    *out = (long)cmd.num;
+    ctl_cmd_free(&cmd);
     return 0;
 }
 
-/* Tags as the service takes them: letters, digits, '.', '_', '-', ending with a letter
- * or digit, at most TAG_MAX characters. */
-static int tag_ok(const char *t)
+/* Check a spec option whose text is kept as given. */
+static int spec_text(const char *key, const char *value)
 {
-    size_t len = strlen(t), i;
-
-    if (len == 0 || len > TAG_MAX)
-        return 0;
-    for (i = 0; i < len; i++) {
-        char c = t[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return (t[len - 1] >= 'a' && t[len - 1] <= 'z') || (t[len - 1] >= 'A' && t[len - 1] <= 'Z') ||
-           (t[len - 1] >= '0' && t[len - 1] <= '9');
-}
-
-static int env_ok(const char *kv)
-{
-    const char *p = kv;
-
-    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_'))
-        return 0;
-    for (p++; *p && *p != '='; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '_'))
-            return 0;
-    return *p == '=';
+    struct ctl_cmd cmd;
+    if (spec_option(key, value, &cmd) < 0)
+        return -EINVAL;
+    ctl_cmd_free(&cmd);
+    return 0;
 }
 
 /* Make a directory option absolute (the daemon runs in /) and check it is usable. */
@@ -436,51 +405,24 @@ static int validate(struct cmd_opts *o, struct fs_options *fo, long *timeout_ms,
     if (o->backend_idle &&
         parse_number("backend_idle=", o->backend_idle, 0, 365L * 24 * 3600, idle_s) < 0)
         return -EINVAL;
-    if (o->lifetime &&
-        parse_number("lifetime=", o->lifetime, 1, 365L * 24 * 3600, &fo->lifetime) < 0)
-        return -EINVAL;
     if (o->window && parse_number("window=", o->window, 1, 1024, &fo->window_mib) < 0)
-        return -EINVAL;
-    if (o->gpu && parse_number("gpu=", o->gpu, 0, 1024, &fo->gpu) < 0)
         return -EINVAL;
     if (o->timeout && parse_number("timeout=", o->timeout, 1, MAX_TIMEOUT_MS, timeout_ms) < 0)
         return -EINVAL;
-    if (o->cpu && !quantity_ok(o->cpu)) {
-        fprintf(stderr, "cwsfs: cpu= must be a quantity such as 2, 0.5 or 500m (got `%s')\n",
-                o->cpu);
+    /* The sandbox spec: one grammar with the ctl lines. */
+    if ((o->lifetime && spec_number("lifetime", o->lifetime, &fo->lifetime) < 0) ||
+        (o->gpu && spec_number("gpu", o->gpu, &fo->gpu) < 0) ||
+        (o->cpu && spec_text("cpu", o->cpu) < 0) ||
+        (o->memory && spec_text("memory", o->memory) < 0) ||
+        (o->image && spec_text("image", o->image) < 0) ||
+        (o->command && spec_text("command", o->command) < 0))
         return -EINVAL;
-    }
-    if (o->memory && !quantity_ok(o->memory)) {
-        fprintf(stderr, "cwsfs: memory= must be a quantity such as 512Mi, 4Gi or 1G (got `%s')\n",
-                o->memory);
-        return -EINVAL;
-    }
-    if (o->image && !o->image[0]) {
-        fprintf(stderr, "cwsfs: image= needs an image reference\n");
-        return -EINVAL;
-    }
-    if (o->command && !o->command[0]) {
-        fprintf(stderr, "cwsfs: command= needs a command line\n");
-        return -EINVAL;
-    }
-    for (i = 0; i < o->ntags; i++) {
-        if (!tag_ok(o->tags[i])) {
-            fprintf(stderr,
-                    "cwsfs: bad tag `%s': tags are 1 to %d letters, digits, '.', '_' "
-                    "or '-', ending with a letter or digit\n",
-                    o->tags[i], TAG_MAX);
+    for (i = 0; i < o->ntags; i++)
+        if (spec_text("tag", o->tags[i]) < 0)
             return -EINVAL;
-        }
-    }
-    for (i = 0; i < o->nenv; i++) {
-        if (!env_ok(o->env[i])) {
-            fprintf(stderr,
-                    "cwsfs: env= takes NAME=VALUE with NAME of letters, digits and "
-                    "'_' (got `%s')\n",
-                    o->env[i]);
+    for (i = 0; i < o->nenv; i++)
+        if (spec_text("env", o->env[i]) < 0)
             return -EINVAL;
-        }
-    }
     if (o->spool && absolute_dir("spool=", &o->spool, 1) < 0)
         return -EINVAL;
     if (o->backend && absolute_dir("backend=", &o->backend, 0) < 0)

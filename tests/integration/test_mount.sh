@@ -165,6 +165,32 @@ case_session_defaults_as_options() {
     it_unmount "$m" || fail "unmount"
 }
 
+# One grammar for the sandbox spec: a mount option is refused in the ctl's own words
+# exactly when the ctl line is, and every form both accept, the backend accepts too.
+case_spec_options_share_the_ctl_grammar() {
+    local m=$IT_WORK/mspec opt out rc
+    mkdir -p "$m"
+    for opt in cpu=2Gi cpu=0 cpu=1.5m memory=1m memory=0 gpu=x lifetime=0 "env=A B=1" tag=a/b; do
+        out=$(timeout 10 "$CWSFS_BIN" "$m" -f -o "endpoint=$IT_URL,$opt" 2>&1)
+        rc=$?
+        [ $rc -ne 0 ] && [ $rc -lt 124 ] || fail "-o $opt: cwsfs exited $rc"
+        mountpoint -q "$m" && fail "mounted with -o $opt"
+        assert_contains "$out" "-o $opt: ${opt%%=*}: " "message for -o $opt"
+        mksb "spec$RANDOM"
+        ctl_try "$SB" "${opt%%=*} ${opt#*=}" && fail "ctl accepted '${opt%%=*} ${opt#*=}' that -o refused"
+        must rmdir "$SB"
+    done
+    it_mount "$m" "memory=.5Gi,cpu=.25"
+    mksb s "$m"
+    ctl "$SB" start
+    assert_eq running "$(it_status "$SB")" "a sandbox with memory=.5Gi cpu=.25"
+    mksb t "$m"
+    ctl "$SB" "memory 1.G" "cpu 2.0m" start
+    assert_eq running "$(it_status "$SB")" "a sandbox with memory 1.G cpu 2.0m (under the least CFS quota)"
+    must rm -r "$m/s" "$m/t"
+    it_unmount "$m" || fail "unmount"
+}
+
 case_mount_through_mount8() {
     local m=$IT_WORK/mmount8 pid i bin=$IT_WORK/bin
     mkdir -p "$m" "$bin"
@@ -200,5 +226,6 @@ it_case case_bad_invocations_fail_clearly
 it_case case_unmount_with_streams_open
 it_case case_unmount_keeps_and_cleanup_stops
 it_case case_session_defaults_as_options
+it_case case_spec_options_share_the_ctl_grammar
 it_case case_mount_through_mount8
 it_done

@@ -328,6 +328,11 @@ static void test_env(void **state)
     bad("env", "env: missing argument (KEY=VALUE)");
     bad("env FOO", "env: \"FOO\" is not KEY=VALUE");
     bad("env =x", "env: \"=x\" has an empty variable name");
+#define ENVNAME                                                                                    \
+    " has a bad variable name (letters, digits, '_', '-', '.', not starting with a digit)"
+    bad("env 1A=x", "env: \"1A=x\"" ENVNAME);
+    bad("env A B=1", "env: \"A B=1\"" ENVNAME);
+    bad("env A/B=1", "env: \"A/B=1\"" ENVNAME);
 }
 
 static void test_tag(void **state)
@@ -368,7 +373,7 @@ static void test_tag(void **state)
 
 static void test_cpu(void **state)
 {
-    const char *good[] = {"2", "0.5", "500m", "1.5m", ".5", "1.", "0", "100"};
+    const char *good[] = {"2", "0.5", "500m", "2.0m", ".5", "1.", "0.001", "100", "1.2500"};
     char line[64];
     struct ctl_cmd c;
     size_t i;
@@ -393,12 +398,18 @@ static void test_cpu(void **state)
     bad("cpu 1e3", "cpu: \"1e3\"" CPUMSG);
     bad("cpu 2 cores", "cpu: \"2 cores\"" CPUMSG);
     bad("cpu", "cpu: missing argument (a cpu quantity)");
+#define CPUSTEP " is not a cpu quantity of at least 1m in whole millicores"
+    bad("cpu 0", "cpu: \"0\"" CPUSTEP);
+    bad("cpu 0m", "cpu: \"0m\"" CPUSTEP);
+    bad("cpu .000", "cpu: \".000\"" CPUSTEP);
+    bad("cpu 1.5m", "cpu: \"1.5m\"" CPUSTEP);
+    bad("cpu 0.0005", "cpu: \"0.0005\"" CPUSTEP);
 }
 
 static void test_memory(void **state)
 {
     const char *good[] = {"512Mi", "2Gi", "1G",  "1000000", "1k",  "1.5Gi", "3T",  "1P",
-                          "1E",    "1Ki", "1Ti", "1Pi",     "1Ei", "0",     ".5Gi"};
+                          "1E",    "1Ki", "1Ti", "1Pi",     "1Ei", "0.001", ".5Gi"};
     char line[64];
     struct ctl_cmd c;
     size_t i;
@@ -421,6 +432,8 @@ static void test_memory(void **state)
     bad("memory 1 Gi", "memory: \"1 Gi\"" MEMMSG);
     bad("memory 1e9", "memory: \"1e9\"" MEMMSG);
     bad("memory", "memory: missing argument (a memory quantity)");
+    bad("memory 0", "memory: \"0\" is not a memory quantity of more than 0");
+    bad("memory 0.0Gi", "memory: \"0.0Gi\" is not a memory quantity of more than 0");
 }
 
 static void test_gpu(void **state)

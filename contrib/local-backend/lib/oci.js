@@ -133,7 +133,9 @@ function sandboxConfig(spec) {
   if (spec.netNone) namespaces.push({ type: "network" });
   const resources = { devices: [{ allow: false, access: "rwm" }], pids: { limit: spec.pidsLimit } };
   if (spec.memoryBytes) resources.memory = { limit: spec.memoryBytes };
-  if (spec.cpuMillis) resources.cpu = { quota: spec.cpuMillis * 100, period: 100000 };
+  // The kernel takes no CFS quota under 1 ms a period; like Kubernetes, a smaller
+  // request (under 10m) gets that least quota.
+  if (spec.cpuMillis) resources.cpu = { quota: Math.max(1000, spec.cpuMillis * 100), period: 100000 };
   return {
     ociVersion: "1.0.2",
     process: spec.process,

@@ -1,40 +1,28 @@
 "use strict";
 
-// Kubernetes-style quantities: "512Mi", "2G", "1.5Gi", "1000000", "500m" (cpu).
-function parseBytes(q) {
-  if (!q) return 0;
-  const m = /^([0-9]+(?:\.[0-9]+)?)([KMGTPE]i?|k|m)?$/.exec(String(q).trim());
+// Kubernetes quantities, as the service takes them: a decimal number ("2", "0.5", ".5",
+// "1.") with an optional decimal (m k M G T P E) or binary (Ki Mi Gi Ti Pi Ei) suffix or
+// an exponent ("1e9"). cwsfs's ctl grammar (src/ctl.c) accepts a subset of these, so
+// every value it sends is taken here. NaN for anything else.
+const QUANTITY = /^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:([eE][+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E))?$/;
+const SUFFIX = { "": 1, m: 1e-3, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60 };
+
+function quantity(q) {
+  const m = QUANTITY.exec(String(q).trim());
   if (!m) return NaN;
-  const n = parseFloat(m[1]);
-  const unit = m[2] || "";
-  const mult = {
-    "": 1,
-    k: 1e3,
-    K: 1e3,
-    M: 1e6,
-    G: 1e9,
-    T: 1e12,
-    P: 1e15,
-    E: 1e18,
-    Ki: 2 ** 10,
-    Mi: 2 ** 20,
-    Gi: 2 ** 30,
-    Ti: 2 ** 40,
-    Pi: 2 ** 50,
-    Ei: 2 ** 60,
-    m: 1e-3,
-  }[unit];
-  return Math.floor(n * mult);
+  return parseFloat(m[1]) * (m[2] ? 10 ** Number(m[2].slice(1)) : SUFFIX[m[3] || ""]);
 }
 
+// Bytes, rounded up as Kubernetes does; 0 when unset.
+function parseBytes(q) {
+  if (!q) return 0;
+  return Math.ceil(quantity(q));
+}
+
+// Millicores, rounded up to whole ones as Kubernetes does; 0 when unset.
 function parseCpuMillis(q) {
   if (!q) return 0;
-  const s = String(q).trim();
-  let m = /^([0-9]+)m$/.exec(s);
-  if (m) return parseInt(m[1], 10);
-  m = /^([0-9]+(?:\.[0-9]+)?)$/.exec(s);
-  if (m) return Math.round(parseFloat(m[1]) * 1000);
-  return NaN;
+  return Math.ceil(Math.round(quantity(q) * 1e6) / 1e3);
 }
 
 // A small async queue with a byte budget: producers push, one consumer pulls.
