@@ -13,7 +13,8 @@
 /* The child `name` of a pseudo-directory (made if needed), or NULL. Never for N_ROOTFS
  * parents. Does not count a lookup. */
 struct node *tree_child(struct node *parent, const char *name);
-/* Attributes of a pseudo node (and of a sandbox's "/"); -ENOENT when it went away. */
+/* Attributes of a pseudo node (and of a sandbox's "/"); -ENOENT when it went away.
+ * Makes no call: a listing or a lookup costs nothing. */
 int tree_attr(struct node *n, struct stat *st);
 /* Where an N_LINK node points (malloc'ed; NULL when out of memory). */
 char *tree_link_target(const struct node *n);

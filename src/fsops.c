@@ -163,10 +163,16 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
             fuse_reply_err(req, ENOENT);
         else
             rootfs_getattr(req, n);
-    } else if ((rc = tree_attr(n, &st)) < 0) {
-        fuse_reply_err(req, -rc);
     } else {
-        fuse_reply_attr(req, &st, tree_attr_timeout(n));
+        /* A stat of `logs` (not a listing's or a lookup's: `rm -r` does those) follows
+         * the main process's output, so that its size is what it printed. */
+        if (n->kind == N_FILE && n->file == P_LOGS && n->sb->state != SB_UNSTARTED &&
+            !tree_gone(n->sb))
+            sandbox_logs_follow(n->sb);
+        if ((rc = tree_attr(n, &st)) < 0)
+            fuse_reply_err(req, -rc);
+        else
+            fuse_reply_attr(req, &st, tree_attr_timeout(n));
     }
     pthread_mutex_unlock(&fs_lock);
 }

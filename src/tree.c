@@ -227,8 +227,6 @@ int tree_attr(struct node *n, struct stat *st)
         st->st_mode = S_IFREG | (n->file == P_CTL ? 0644 : 0444);
         if (n->exec_no && !exec_get(sb, n->exec_no))
             return -ENOENT;
-        if (n->file == P_LOGS && sb->state != SB_UNSTARTED)
-            sandbox_logs_follow(sb); /* its size is what it printed: follow to know */
         if (tree_is_stream(n)) {
             struct stream *s = tree_stream(n);
             if (s) {

@@ -23,6 +23,7 @@ case_rm_r_many_files_one_delete() {
     assert_eq 0 "$(calls_since Exec)" "Exec calls (file deletions) for rm -r"
     assert_eq 0 "$(calls_since StreamExec)" "StreamExec calls for rm -r"
     assert_eq 0 "$(calls_since WriteFile)" "WriteFile calls for rm -r"
+    assert_eq 0 "$(calls_since StreamLogs)" "StreamLogs calls for rm -r"
     assert_not_exists "$SB"
     assert_not_contains "$(ls "$MNT")" full "ls after rm -r"
     [ $ms -lt $((10000 * IT_SCALE)) ] || fail "rm -r took $ms ms"
