@@ -82,16 +82,18 @@ struct rootfs_file {
     char *spool_path;
     int fd;
     int append;
-    int dirty;              /* the spool differs from the sandbox's file */
-    int uploading;          /* a send is in flight */
-    int failed;             /* the last send failed: keep the spool at release */
-    int appendonly;         /* O_WRONLY|O_APPEND: the spool holds only new bytes */
-    off_t sent;             /* appendonly: spool bytes already appended in the sandbox */
-    int write_err;          /* a write into the spool failed (-errno): never send it */
-    int released;           /* closed while a send was in flight: freed when it ends */
-    mode_t mode;            /* mode for a file not yet in the sandbox */
-    char *pending_attrs[8]; /* setattr words for after the send (mode, mtime) */
-    uint64_t epoch;         /* bumped by each write, to tell writes made during a send */
+    int dirty;      /* the spool differs from the sandbox's file */
+    int uploading;  /* a send is in flight */
+    int failed;     /* the last send failed: keep the spool at release */
+    int appendonly; /* O_WRONLY|O_APPEND: the spool holds only new bytes */
+    off_t sent;     /* appendonly: spool bytes already appended in the sandbox */
+    int write_err;  /* a write into the spool failed (-errno): never send it */
+    int released;   /* closed while a send was in flight: freed when it ends */
+    mode_t mode;    /* mode for a file not yet in the sandbox */
+    /* chmod and touch of a file not in the sandbox yet, applied after the send; a later
+     * one replaces an earlier one, as on a disk. "0644" and "@SECONDS.NANOS", or NULL. */
+    char *pending_mode, *pending_mtime;
+    uint64_t epoch; /* bumped by each write, to tell writes made during a send */
     struct flush_wait *flushes;
 };
 

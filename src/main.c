@@ -857,16 +857,19 @@ int main(int argc, char *argv[])
     if (fuse_opts.singlethread) {
         rc = fuse_session_loop(se);
     } else {
-        struct fuse_loop_config loop = {
-            .clone_fd = fuse_opts.clone_fd,
-            .max_idle_threads = fuse_opts.max_idle_threads,
-        };
-
+        struct fuse_loop_config *loop = fuse_loop_cfg_create();
+        if (!loop) {
+            log_error("out of memory setting up the FUSE loop");
+            goto out;
+        }
+        fuse_loop_cfg_set_clone_fd(loop, (unsigned)fuse_opts.clone_fd);
         /* "Not given" is UINT_MAX, which this libfuse rejects with a message. */
-        if (loop.max_idle_threads == UINT_MAX)
-            loop.max_idle_threads = DEFAULT_IDLE_THREADS;
-
-        rc = fuse_session_loop_mt(se, &loop);
+        fuse_loop_cfg_set_idle_threads(loop, fuse_opts.max_idle_threads == UINT_MAX
+                                                 ? DEFAULT_IDLE_THREADS
+                                                 : fuse_opts.max_idle_threads);
+        fuse_loop_cfg_set_max_threads(loop, fuse_opts.max_threads);
+        rc = fuse_session_loop_mt(se, loop);
+        fuse_loop_cfg_destroy(loop);
     }
     /* A positive value is the signal that ended the loop: a normal unmount. */
     if (rc < 0)

@@ -504,23 +504,24 @@ void rootfs_setattr(fuse_req_t req, struct node *n, struct stat *attr, int to_se
     struct rootfs_file *uf = f ? f : rootfs_open_file(sb, n->path, 1);
     if (uf && (uf->dirty || uf->uploading) && !(to_set & FUSE_SET_ATTR_SIZE)) {
         /* Not in the sandbox yet (or about to be replaced): apply after the send. */
-        size_t a = 0;
-        while (uf->pending_attrs[a])
-            a++;
-        if ((to_set & FUSE_SET_ATTR_MODE) && a + 2 < 8) {
-            char modebuf[16];
-            snprintf(modebuf, sizeof(modebuf), "%o", attr->st_mode & 07777);
-            uf->pending_attrs[a++] = strdup("mode");
-            uf->pending_attrs[a++] = strdup(modebuf);
+        char *mode = NULL, *when = NULL;
+        if (((to_set & FUSE_SET_ATTR_MODE) &&
+             asprintf(&mode, "%o", (unsigned)(attr->st_mode & 07777)) < 0) ||
+            ((to_set & FUSE_SET_ATTR_MTIME) &&
+             asprintf(&when, "@%lld.%09ld", (long long)attr->st_mtim.tv_sec,
+                      attr->st_mtim.tv_nsec) < 0)) {
+            free(mode);
+            fuse_reply_err(req, ENOMEM);
+            return;
+        }
+        if (mode) {
+            free(uf->pending_mode);
+            uf->pending_mode = mode;
             uf->mode = S_IFREG | (attr->st_mode & 07777);
         }
-        if ((to_set & FUSE_SET_ATTR_MTIME) && a + 2 < 8) {
-            char *when = NULL;
-            if (asprintf(&when, "@%lld.%09ld", (long long)attr->st_mtim.tv_sec,
-                         attr->st_mtim.tv_nsec) >= 0) {
-                uf->pending_attrs[a++] = strdup("mtime");
-                uf->pending_attrs[a++] = when;
-            }
+        if (when) {
+            free(uf->pending_mtime);
+            uf->pending_mtime = when;
         }
         struct stat st;
         rootfs_spool_attr(uf, NULL, n->ino, &st);

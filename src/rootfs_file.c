@@ -60,8 +60,8 @@ static struct rootfs_file *file_new(struct sandbox *sb, const char *path, int fl
 /* What every way of ending an open file does: its spool goes unless it keeps unsent data. */
 static void file_destroy(struct rootfs_file *f)
 {
-    for (size_t i = 0; f->pending_attrs[i]; i++)
-        free(f->pending_attrs[i]);
+    free(f->pending_mode);
+    free(f->pending_mtime);
     if (f->fd >= 0)
         close(f->fd);
     if (!f->failed && f->spool_path)
@@ -449,8 +449,7 @@ static void create_listed(struct sandbox *sb, int err, struct dirlist *dl, void 
     if (!e && (rc->mode & 07777) != 0644) { /* O_CREAT's mode applies to new files only */
         char modebuf[16];
         snprintf(modebuf, sizeof(modebuf), "%o", rc->mode & 07777);
-        f->pending_attrs[0] = strdup("mode");
-        f->pending_attrs[1] = strdup(modebuf);
+        f->pending_mode = strdup(modebuf);
     }
     ep.ino = n->ino;
     ep.attr.st_ino = n->ino;
@@ -596,10 +595,9 @@ static void pending_applied(struct sandbox *sb, int err, int code, const char *o
     f->uploading = 0; /* set while the attributes were applied: the file is sent now */
     if (!err && code != 0)
         err = sandbox_fail(sb, rootfs_errno_from_stderr(errtext), "%s: %s", f->path, errtext);
-    for (size_t i = 0; f->pending_attrs[i]; i++) {
-        free(f->pending_attrs[i]);
-        f->pending_attrs[i] = NULL;
-    }
+    free(f->pending_mode);
+    free(f->pending_mtime);
+    f->pending_mode = f->pending_mtime = NULL;
     rootfs_cache_invalidate_parent(sb, f->path);
     flushes_answer(f, err);
     (void)out;
@@ -609,10 +607,16 @@ static void pending_applied(struct sandbox *sb, int err, int code, const char *o
 /* Mode and times set on a file before it existed in the sandbox, applied once sent. */
 static void apply_pending_attrs(struct rootfs_file *f)
 {
-    const char *argv[14] = {"sh", "-c", SETATTR_SCRIPT, "sh", f->path};
+    const char *argv[10] = {"sh", "-c", SETATTR_SCRIPT, "sh", f->path};
     size_t a = 5;
-    for (size_t i = 0; f->pending_attrs[i] && a < 13; i++)
-        argv[a++] = f->pending_attrs[i];
+    if (f->pending_mode) {
+        argv[a++] = "mode";
+        argv[a++] = f->pending_mode;
+    }
+    if (f->pending_mtime) {
+        argv[a++] = "mtime";
+        argv[a++] = f->pending_mtime;
+    }
     argv[a] = NULL;
     f->uploading = 1;
     rootfs_run_cmd(f->sb, argv, pending_applied, f);
@@ -651,7 +655,7 @@ static void upload_finish(struct upload_ctx *uc, int err, int said)
         upload_start(f);
         return;
     }
-    if (!err && f->pending_attrs[0]) {
+    if (!err && (f->pending_mode || f->pending_mtime)) {
         apply_pending_attrs(f);
         return;
     }

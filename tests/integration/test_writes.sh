@@ -124,6 +124,23 @@ case_append_sends_only_new_bytes() {
     assert_eq "41943054 one more line" "$(inside 'echo "$(stat -c %s /it/big/log) $(tail -n 1 /it/big/log)"')" "the log in the sandbox"
 }
 
+# chmod and touch of a file not yet sent are applied after the send; however many come,
+# the last of each is what the sandbox's file gets (none is dropped unsaid).
+case_many_attribute_changes_before_close() {
+    must mkdir -p "$R/it/attrs"
+    timeout "$(t 60)" "$IT_PY" - "$R/it/attrs/f" <<'PY' || fail "changes through the mount"
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, b"data\n")
+for mode, t in ((0o600, 1000000000), (0o640, 1100000000), (0o604, 1200000000), (0o751, 1300000000)):
+    os.fchmod(fd, mode)
+    os.utime(fd, (t, t))
+os.close(fd)
+PY
+    assert_eq "751 1300000000" "$(inside 'stat -c "%a %Y" /it/attrs/f')" "mode and mtime after four of each"
+}
+
+it_case case_many_attribute_changes_before_close
 it_case case_enospc_keeps_old_file
 it_case case_concurrent_appenders_lose_nothing
 it_case case_append_sends_only_new_bytes
