@@ -46,8 +46,7 @@ static void adopt(json_t *msg)
     if (!id || !*id || sandbox_was_removed(id))
         return;
     struct sandbox *sb, *tmp;
-    HASH_ITER(hh, session.by_name, sb, tmp)
-    {
+    HASH_ITER(hh, session.by_name, sb, tmp) {
         if (sb->id && strcmp(sb->id, id) == 0) {
             sandbox_update_from(sb, msg);
             return;
@@ -80,7 +79,8 @@ static void on_listed(uint64_t call, const struct api_result *res, void *ud)
         json_t *arr = json_object_get(res->response, "sandboxes");
         size_t i;
         json_t *item;
-        json_array_foreach(arr, i, item) adopt(item);
+        json_array_foreach(arr, i, item)
+            adopt(item);
         const char *next = pbjson_get_string(res->response, "nextPageToken", NULL);
         if (next && *next && ++lc->pages < LIST_MAX_PAGES) {
             list_page(lc, next);
@@ -91,14 +91,12 @@ static void on_listed(uint64_t call, const struct api_result *res, void *ud)
     list_inflight = NULL;
     clock_gettime(CLOCK_MONOTONIC, &session.list_fetched);
     struct list_cont *c, *tmp;
-    LL_FOREACH_SAFE(lc->conts, c, tmp)
-    {
+    LL_FOREACH_SAFE(lc->conts, c, tmp) {
         c->fn(NULL, res->err, c->ud);
         free(c);
     }
     free(lc);
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
 }
 
 static void list_page(struct list_ctx *lc, const char *token)
@@ -114,9 +112,6 @@ static void list_page(struct list_ctx *lc, const char *token)
 
 static void primed(struct sandbox *sb, int err, void *ud)
 {
-    (void)sb;
-    (void)err;
-    (void)ud;
 }
 
 void sandbox_list_prime(void)

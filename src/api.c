@@ -395,8 +395,6 @@ static void *api_worker(void *arg)
     size_t nops = 0, i;
     struct timer *timers;
     int stopping, still;
-
-    (void)arg;
     for (;;) {
         pthread_mutex_lock(&api.lock);
         stopping = api.stopping;

@@ -652,7 +652,6 @@ const char *backend_url(const struct backend *be)
 
 const char *backend_base_url(const struct backend *be)
 {
-    (void)be;
     return "http://localhost";
 }
 

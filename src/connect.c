@@ -286,8 +286,7 @@ static void details_parse(const json_t *details, struct connect_error *err)
 
     if (!json_is_array(details))
         return;
-    json_array_foreach(details, i, d)
-    {
+    json_array_foreach(details, i, d) {
         const char *type = json_string_value(json_object_get(d, "type"));
         json_t *value = json_object_get(d, "value");
         size_t vlen;

@@ -125,7 +125,9 @@ static int spec_set(struct sandbox *sb, const struct ctl_cmd *c)
         json_t *tags = json_object_get(sb->spec, "tags");
         size_t i;
         json_t *t;
-        json_array_foreach(tags, i, t) if (strcmp(json_string_value(t), c->arg) == 0) return 0;
+        json_array_foreach(tags, i, t)
+            if (strcmp(json_string_value(t), c->arg) == 0)
+                return 0;
         return json_array_append_new(tags, json_string(c->arg));
     }
     case CTL_CPU:
@@ -214,7 +216,6 @@ static void job_run(struct ctl_job *job)
 
 static void job_retry(struct waiter *w)
 {
-    (void)w; /* jobs are driven by their commands' callbacks, not by wake-ups */
 }
 
 static void job_interrupted(struct waiter *w)

@@ -209,9 +209,6 @@ static int v_shell(const char *arg, size_t len, struct ctl_cmd *cmd, char *why, 
 {
     static const char *const pre[] = {"/bin/sh", "-c"};
     size_t i;
-
-    (void)why;
-    (void)whylen;
     cmd->argv = calloc(4, sizeof(*cmd->argv));
     if (!cmd->argv)
         return -ENOMEM;

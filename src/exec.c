@@ -61,7 +61,6 @@ static void exec_tell_started(struct exec *ex, int err)
 static long exec_body(uint64_t call, char *buf, size_t cap, void *ud)
 {
     struct exec *ex = ud;
-    (void)call;
     return execbody_read(&ex->body, buf, cap);
 }
 
@@ -98,7 +97,6 @@ static int exec_on_message(uint64_t call, json_t *msg, void *ud)
     }
     execmsg_clear(&m);
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
     return 0;
 }
 
@@ -146,7 +144,6 @@ static void exec_on_done(uint64_t call, const struct api_result *res, void *ud)
     clock_gettime(CLOCK_REALTIME, &sb->mtime);
     sandbox_unref(sb);
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
 }
 
 int exec_start(struct sandbox *sb, char **argv, size_t argc, const char *cmdline,

@@ -92,8 +92,6 @@ static void lookup_after_list(struct sandbox *unused, int err, void *ud)
     fsreq_end(&lc->fr);
     free(lc->name);
     free(lc);
-    (void)unused;
-    (void)err;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -151,7 +149,6 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    (void)fi;
     pthread_mutex_lock(&fs_lock);
     struct node *n = node_by_ino(ino);
     struct stat st;
@@ -264,8 +261,6 @@ static void opendir_after_list(struct sandbox *unused, int err, void *ud)
     }
     fsreq_end(&oc->fr);
     free(oc);
-    (void)unused;
-    (void)err; /* a failed listing still lists what this mount knows */
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -519,13 +514,11 @@ static void op_not_supported(fuse_req_t req)
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-    (void)ino, (void)newparent, (void)newname;
     op_not_supported(req);
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
-    (void)parent, (void)name, (void)mode, (void)rdev;
     op_not_supported(req);
 }
 
@@ -541,6 +534,7 @@ struct status_open {
     struct handle *h;
 };
 
+/* Whatever the poll's outcome: a failed one shows in the status line and `error`. */
 static void status_polled(struct sandbox *sb, int err, void *ud)
 {
     struct status_open *so = ud;
@@ -557,7 +551,6 @@ static void status_polled(struct sandbox *sb, int err, void *ud)
     }
     fsreq_end(&so->fr);
     free(so);
-    (void)sb, (void)err; /* a failed poll shows in the status line and `error` */
 }
 
 static void status_open_after_poll(fuse_req_t req, struct node *n, struct fuse_file_info *fi,
@@ -736,7 +729,6 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-    (void)datasync;
     pthread_mutex_lock(&fs_lock);
     struct node *n = node_by_ino(ino);
     if (n && n->kind == N_ROOTFS)
@@ -770,58 +762,49 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
-    (void)ino;
     struct statvfs st = {.f_bsize = 4096, .f_frsize = 4096, .f_namemax = 255};
     fuse_reply_statfs(req, &st);
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-    (void)ino, (void)name, (void)size;
     op_not_supported(req);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-    (void)ino, (void)size;
     op_not_supported(req);
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags)
 {
-    (void)ino, (void)name, (void)value, (void)size, (void)flags;
     op_not_supported(req);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-    (void)ino, (void)name;
     op_not_supported(req);
 }
 
 static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock)
 {
-    (void)ino, (void)fi, (void)lock;
     op_not_supported(req);
 }
 
 static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock,
                      int sleep)
 {
-    (void)ino, (void)fi, (void)lock, (void)sleep;
     op_not_supported(req);
 }
 
 static void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
 {
-    (void)ino, (void)fi, (void)op;
     op_not_supported(req);
 }
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-    (void)userdata;
     /* Locks are not supported: ask the kernel to send them so they fail (ENOTSUP)
      * instead of silently working on this machine only. */
     if (conn->capable & FUSE_CAP_POSIX_LOCKS)
@@ -928,7 +911,7 @@ void fs_free(void)
     node_destroy_all();
     struct sandbox *sb, *tmp;
     HASH_ITER(hh, session.by_name, sb, tmp)
-    sandbox_remove(sb);
+        sandbox_remove(sb);
     sandbox_free_all();
     pthread_mutex_unlock(&fs_lock);
     if (session.spool_dir && rmdir(session.spool_dir) < 0 && errno == ENOTEMPTY)

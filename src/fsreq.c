@@ -9,7 +9,6 @@
 
 static void fsreq_no_retry(struct waiter *w)
 {
-    (void)w; /* driven by its calls' callbacks, never parked on a queue */
 }
 
 static void fsreq_interrupted(struct waiter *w)

@@ -39,7 +39,6 @@ static int on_log_entry(uint64_t call, json_t *msg, void *ud)
     if (json_is_object(err))
         sandbox_fail(sb, EIO, "logs: %s", pbjson_get_string(err, "message", "stream error"));
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
     return 0;
 }
 
@@ -78,7 +77,6 @@ static void on_logs_done(uint64_t call, const struct api_result *res, void *ud)
     }
     sandbox_unref(sb);
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
 }
 
 static void logs_start(struct sandbox *sb)

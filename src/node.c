@@ -105,8 +105,7 @@ void node_renamed(struct sandbox *sb, const char *from, const char *to)
     size_t flen = strlen(from);
     struct node *n, *tmp;
     struct node *moved = NULL;
-    HASH_ITER(hh_key, nodes_by_key, n, tmp)
-    {
+    HASH_ITER(hh_key, nodes_by_key, n, tmp) {
         if (n->kind != N_ROOTFS || n->sb != sb || strncmp(n->path, from, flen) != 0 ||
             (n->path[flen] != '\0' && n->path[flen] != '/'))
             continue;
@@ -150,8 +149,7 @@ void node_renamed(struct sandbox *sb, const char *from, const char *to)
 void node_destroy_all(void)
 {
     struct node *n, *tmp;
-    HASH_ITER(hh_ino, nodes_by_ino, n, tmp)
-    {
+    HASH_ITER(hh_ino, nodes_by_ino, n, tmp) {
         if (n == &root_node)
             continue;
         node_free(n);

@@ -55,7 +55,6 @@ static void park_interrupt_on_worker(void *ud)
 /* FUSE thread, possibly with fs_lock held: must not take it. */
 static void park_interrupt(fuse_req_t req, void *data)
 {
-    (void)req;
     api_schedule(0, park_interrupt_on_worker, data);
 }
 
@@ -102,8 +101,7 @@ void park_wake(struct waitq *q)
     /* Detach the list first: a retry may park again on this same queue. */
     struct waiter *list = q->head, *w, *tmp;
     q->head = NULL;
-    DL_FOREACH_SAFE(list, w, tmp)
-    {
+    DL_FOREACH_SAFE(list, w, tmp) {
         DL_DELETE(list, w);
         w->queue = NULL;
         parked--;
@@ -120,5 +118,5 @@ void park_drain(void)
 {
     struct waiter *w, *tmp;
     HASH_ITER(hh, interruptible, w, tmp)
-    w->interrupted(w);
+        w->interrupted(w);
 }

@@ -342,8 +342,6 @@ static void on_changed_entry(struct sandbox *sb, int err, int code, const char *
         return;
     }
     rootfs_with_listing(sb, rc->path, entry_listed, rc);
-    (void)out;
-    (void)outlen;
 }
 
 static void on_changed(struct sandbox *sb, int err, int code, const char *out, size_t outlen,
@@ -357,8 +355,6 @@ static void on_changed(struct sandbox *sb, int err, int code, const char *out, s
         rootfs_cache_invalidate(sb, rc->name);
     fsreq_reply_err(&rc->fr, -err);
     rootfs_req_free(rc);
-    (void)out;
-    (void)outlen;
 }
 
 void rootfs_mkdir(fuse_req_t req, struct node *parent, const char *name, mode_t mode)
@@ -470,8 +466,6 @@ static void setattr_done(struct sandbox *sb, int err, int code, const char *out,
     rc->flag = 0;
     rootfs_with_listing(sb, parent, rootfs_getattr_listed, rc);
     free(parent);
-    (void)out;
-    (void)outlen;
 }
 
 void rootfs_setattr(fuse_req_t req, struct node *n, struct stat *attr, int to_set,

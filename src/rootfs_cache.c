@@ -28,8 +28,7 @@
 static void dirlist_clear_entries(struct dirlist *dl)
 {
     struct rf_entry *e, *tmp;
-    HASH_ITER(hh, dl->entries, e, tmp)
-    {
+    HASH_ITER(hh, dl->entries, e, tmp) {
         HASH_DEL(dl->entries, e);
         free(e->name);
         free(e->link);
@@ -49,15 +48,13 @@ void rootfs_cache_free(struct sandbox *sb)
     if (!sb->dircache)
         return;
     struct dirlist *dl, *tmp;
-    HASH_ITER(hh, sb->dircache->dirs, dl, tmp)
-    {
+    HASH_ITER(hh, sb->dircache->dirs, dl, tmp) {
         HASH_DEL(sb->dircache->dirs, dl);
         dirlist_free(dl);
     }
     /* Files still open now were never released (unmounted under them). */
     struct rootfs_file *f, *ftmp;
-    DL_FOREACH_SAFE(sb->dircache->open_files, f, ftmp)
-    {
+    DL_FOREACH_SAFE(sb->dircache->open_files, f, ftmp) {
         DL_DELETE(sb->dircache->open_files, f);
         rootfs_file_abandon(f);
     }
@@ -70,7 +67,7 @@ void rootfs_cache_drop(struct sandbox *sb)
     struct dirlist *dl, *tmp;
     if (sb->dircache)
         HASH_ITER(hh, sb->dircache->dirs, dl, tmp)
-    dl->valid = 0;
+            dl->valid = 0;
 }
 
 /* Forget what we know of dir (our own change made it stale). */
@@ -96,8 +93,7 @@ static void cache_trim(struct sandbox *sb)
     if (HASH_COUNT(sb->dircache->dirs) < CACHE_MAX_DIRS)
         return;
     struct dirlist *dl, *tmp;
-    HASH_ITER(hh, sb->dircache->dirs, dl, tmp)
-    {
+    HASH_ITER(hh, sb->dircache->dirs, dl, tmp) {
         if (dl->inflight || dl->conts)
             continue;
         HASH_DEL(sb->dircache->dirs, dl);
@@ -146,8 +142,7 @@ static void dirlist_done(struct sandbox *sb, struct dirlist *dl, int err)
 {
     struct dl_cont *conts = dl->conts, *c, *tmp;
     dl->conts = NULL;
-    LL_FOREACH_SAFE(conts, c, tmp)
-    {
+    LL_FOREACH_SAFE(conts, c, tmp) {
         c->fn(sb, err, err ? NULL : dl, c->rc);
         free(c);
     }
@@ -258,8 +253,8 @@ struct rootfs_file *rootfs_open_file(struct sandbox *sb, const char *path, int u
     if (!sb->dircache)
         return NULL;
     DL_FOREACH(sb->dircache->open_files, f)
-    if ((!unsent_only || f->dirty || f->uploading) && strcmp(f->path, path) == 0)
-        return f;
+        if ((!unsent_only || f->dirty || f->uploading) && strcmp(f->path, path) == 0)
+            return f;
     return NULL;
 }
 

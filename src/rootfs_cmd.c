@@ -119,7 +119,6 @@ static void cmd_on_done(uint64_t call, const struct api_result *res, void *ud)
     sandbox_unref(sb);
     free(cc);
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
 }
 
 static void cmd_when_running(struct sandbox *sb, int err, void *ud)

@@ -179,7 +179,6 @@ static void open_finish(struct rootfs_req *rc, int err)
 static long fetch_body(uint64_t call, char *buf, size_t cap, void *ud)
 {
     struct fetch_ctx *fc = ud;
-    (void)call;
     return execbody_read(&fc->body, buf, cap);
 }
 
@@ -203,7 +202,6 @@ static int fetch_message(uint64_t call, json_t *msg, void *ud)
     }
     execmsg_clear(&m);
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
     return rc;
 }
 
@@ -228,7 +226,6 @@ static void fetch_done(uint64_t call, const struct api_result *res, void *ud)
     execbody_free(&fc->body);
     free(fc);
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
 }
 
 static void fetch_when_running(struct sandbox *sb, int err, void *ud)
@@ -301,7 +298,6 @@ static void on_read_file(uint64_t call, const struct api_result *res, void *ud)
     }
     open_finish(rc, err);
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
 }
 
 static void read_file_when_running(struct sandbox *sb, int err, void *ud)
@@ -577,8 +573,7 @@ static void upload_start(struct rootfs_file *f);
 static void flushes_answer(struct rootfs_file *f, int err)
 {
     struct flush_wait *w, *tmp;
-    LL_FOREACH_SAFE(f->flushes, w, tmp)
-    {
+    LL_FOREACH_SAFE(f->flushes, w, tmp) {
         LL_DELETE(f->flushes, w);
         fsreq_reply_err(&w->fr, -err);
         fsreq_end(&w->fr);
@@ -600,8 +595,6 @@ static void pending_applied(struct sandbox *sb, int err, int code, const char *o
     f->pending_mode = f->pending_mtime = NULL;
     rootfs_cache_invalidate_parent(sb, f->path);
     flushes_answer(f, err);
-    (void)out;
-    (void)outlen;
 }
 
 /* Mode and times set on a file before it existed in the sandbox, applied once sent. */
@@ -681,7 +674,6 @@ static void on_written(uint64_t call, const struct api_result *res, void *ud)
                      res->error.code, res->error.message ? res->error.message : "");
     upload_finish(uc, res->err, 1);
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
 }
 
 /* Worker thread: envelopes of the spool's bytes, read through our own fd. */
@@ -719,7 +711,6 @@ static long upload_body(uint64_t call, char *buf, size_t cap, void *ud)
         n = cap;
     memcpy(buf, uc->pending + uc->pending_pos, n);
     uc->pending_pos += n;
-    (void)call;
     return (long)n;
 }
 
@@ -733,7 +724,6 @@ static int upload_message(uint64_t call, json_t *msg, void *ud)
         uc->out.errtext = strndup(m.data, m.len > 500 ? 500 : m.len); /* cat says nothing */
     execmsg_clear(&m);
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
     return 0;
 }
 
@@ -761,7 +751,6 @@ static void upload_stream_done(uint64_t call, const struct api_result *res, void
         session.bytes_written += (uint64_t)(uc->size - uc->start);
     upload_finish(uc, err, 1);
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
 }
 
 /* Every StreamExec try sends the whole content from its start (`cat >` rewrites the
@@ -829,8 +818,7 @@ static void upload_start(struct rootfs_file *f)
     struct upload_ctx *uc = calloc(1, sizeof(*uc));
     if (!uc) {
         struct flush_wait *w, *tmp;
-        LL_FOREACH_SAFE(f->flushes, w, tmp)
-        {
+        LL_FOREACH_SAFE(f->flushes, w, tmp) {
             LL_DELETE(f->flushes, w);
             fsreq_reply_err(&w->fr, ENOMEM);
             fsreq_end(&w->fr);

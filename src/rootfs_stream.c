@@ -84,7 +84,6 @@ static void drop_before(struct rootfs_stream *s, off_t new_lo)
 static long chunk_body(uint64_t call, char *buf, size_t cap, void *ud)
 {
     struct chunk *c = ud;
-    (void)call;
     return execbody_read(&c->body, buf, cap);
 }
 
@@ -95,7 +94,6 @@ static int chunk_message(uint64_t call, json_t *msg, void *ud)
     int stop = 0;
     pthread_mutex_lock(&fs_lock);
     struct rootfs_stream *s = c->s;
-    (void)call;
     if (s->current != c) {
         stop = 1; /* a seek or the close made it stale */
     } else if (execmsg_parse(msg, &m) < 0) {
@@ -128,7 +126,6 @@ static void chunk_done(uint64_t call, const struct api_result *res, void *ud)
     pthread_mutex_lock(&fs_lock);
     struct rootfs_stream *s = c->s;
     s->fetches--;
-    (void)call;
     if (s->current == c) {
         s->current = NULL;
         int err = res->err;

@@ -306,8 +306,7 @@ void sandbox_free_all(void)
     struct removed_id *r, *tmp;
     while (all_sandboxes)
         sandbox_free(all_sandboxes);
-    HASH_ITER(hh, removed_ids, r, tmp)
-    {
+    HASH_ITER(hh, removed_ids, r, tmp) {
         HASH_DEL(removed_ids, r);
         free(r);
     }
@@ -318,8 +317,7 @@ void sandbox_free_all(void)
 static void run_conts(struct sandbox *sb)
 {
     struct sb_cont *c, *tmp, *keep = NULL, *ready = NULL;
-    LL_FOREACH_SAFE(sb->conts, c, tmp)
-    {
+    LL_FOREACH_SAFE(sb->conts, c, tmp) {
         LL_DELETE(sb->conts, c);
         int done = c->want_terminal ? sandbox_is_terminal(sb->state)
                                     : sb->state != SB_UNSTARTED && sb->state != SB_PENDING &&
@@ -330,8 +328,7 @@ static void run_conts(struct sandbox *sb)
             LL_APPEND(keep, c);
     }
     sb->conts = keep;
-    LL_FOREACH_SAFE(ready, c, tmp)
-    {
+    LL_FOREACH_SAFE(ready, c, tmp) {
         int err = 0;
         if (!c->want_terminal && sb->state != SB_RUNNING) {
             char line[300];
@@ -346,15 +343,13 @@ static void run_conts(struct sandbox *sb)
 static void fail_conts(struct sandbox *sb, int err, int want_terminal)
 {
     struct sb_cont *c, *tmp, *failed = NULL;
-    LL_FOREACH_SAFE(sb->conts, c, tmp)
-    {
+    LL_FOREACH_SAFE(sb->conts, c, tmp) {
         if (c->want_terminal != want_terminal)
             continue;
         LL_DELETE(sb->conts, c);
         LL_APPEND(failed, c);
     }
-    LL_FOREACH_SAFE(failed, c, tmp)
-    {
+    LL_FOREACH_SAFE(failed, c, tmp) {
         c->fn(sb, err, c->ud);
         free(c);
     }
@@ -376,8 +371,7 @@ int sandbox_cancel_waits(struct sandbox *sb, void *ud)
 {
     struct sb_cont *c, *tmp;
     int n = 0;
-    LL_FOREACH_SAFE(sb->conts, c, tmp)
-    {
+    LL_FOREACH_SAFE(sb->conts, c, tmp) {
         if (c->ud != ud)
             continue;
         LL_DELETE(sb->conts, c);
@@ -403,8 +397,7 @@ static void poll_waiters_run(struct sandbox *sb, int err)
 {
     struct sb_cont *waiters = sb->poll_waiters, *c, *tmp;
     sb->poll_waiters = NULL;
-    LL_FOREACH_SAFE(waiters, c, tmp)
-    {
+    LL_FOREACH_SAFE(waiters, c, tmp) {
         c->fn(sb, err, c->ud);
         free(c);
     }
@@ -454,7 +447,6 @@ static void on_polled(uint64_t call, const struct api_result *res, void *ud)
     poll_waiters_run(sb, res->err);
     sandbox_unref(sb);
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
 }
 
 static void poll_now(struct sandbox *sb)
@@ -604,7 +596,6 @@ static void on_created(uint64_t call, const struct api_result *res, void *ud)
     }
     sandbox_unref(sb);
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
 }
 
 static void sandbox_start(struct sandbox *sb)
@@ -723,7 +714,6 @@ static void on_deleted(uint64_t call, const struct api_result *res, void *ud)
     }
     op_ctx_finish(op, err);
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
 }
 
 void sandbox_stop(struct sandbox *sb, long grace, sandbox_ready_fn fn, void *ud)
@@ -778,7 +768,6 @@ static void on_snapshot(uint64_t call, const struct api_result *res, void *ud)
     }
     op_ctx_finish(op, err);
     pthread_mutex_unlock(&fs_lock);
-    (void)call;
 }
 
 void sandbox_snapshot(struct sandbox *sb, sandbox_ready_fn fn, void *ud)
@@ -869,8 +858,7 @@ void sandbox_cleanup_all(void)
     static struct cleanup_wait cw = {.cond = PTHREAD_COND_INITIALIZER};
     pthread_mutex_lock(&fs_lock);
     struct sandbox *sb, *tmp;
-    HASH_ITER(hh, session.by_name, sb, tmp)
-    {
+    HASH_ITER(hh, session.by_name, sb, tmp) {
         if (!sb->created_here || !sb->id || sandbox_is_terminal(sb->state))
             continue;
         cw.pending++;

@@ -48,7 +48,7 @@ static char *render_metrics(void)
     unsigned by_state[SB_PAUSED + 1] = {0};
     struct sandbox *sb, *tmp;
     HASH_ITER(hh, session.by_name, sb, tmp)
-    by_state[sb->state]++;
+        by_state[sb->state]++;
     char *out = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&out, &len);
@@ -308,11 +308,11 @@ void tree_list(struct node *dir, tree_entry_fn add, void *h)
         add(h, ".root", node_get(N_DOTROOT, 0, NULL, 0, NULL));
         add(h, ".metrics", node_get(N_METRICS, 0, NULL, 0, NULL));
         HASH_ITER(hh, session.by_name, s, tmp)
-        add(h, s->name, node_get(N_SBDIR, 0, s, 0, NULL));
+            add(h, s->name, node_get(N_SBDIR, 0, s, 0, NULL));
         break;
     case N_DOTROOT:
         HASH_ITER(hh, session.by_name, s, tmp)
-        add(h, s->name, NULL);
+            add(h, s->name, NULL);
         break;
     case N_SBDIR:
         for (size_t i = 0; i < NELEM(sandbox_entries); i++) {

@@ -222,8 +222,6 @@ out:
 static void *server_main(void *arg)
 {
     struct pollfd p[2] = {{.fd = srv.lfd, .events = POLLIN}, {.fd = srv.stop[0], .events = POLLIN}};
-
-    (void)arg;
     while (poll(p, 2, -1) > 0 && !p[1].revents) {
         int fd = accept(srv.lfd, NULL, NULL);
         if (fd < 0)
@@ -268,7 +266,6 @@ static int refused_port(void)
 
 static int server_start(void **state)
 {
-    (void)state;
     srv.lfd = listen_loopback(&srv.port);
     if (srv.lfd < 0 || pipe(srv.stop) < 0)
         return -1;
@@ -278,8 +275,6 @@ static int server_start(void **state)
 static int server_stop(void **state)
 {
     size_t i;
-
-    (void)state;
     if (write(srv.stop[1], "x", 1) != 1)
         return -1;
     pthread_join(srv.thread, NULL);
@@ -337,7 +332,6 @@ static void start_api(int port, int max_retries)
  * api_shutdown, so that one failure does not cascade into the next api_init. */
 static int stop_api(void **state)
 {
-    (void)state;
     api_shutdown();
     return 0;
 }
@@ -436,8 +430,6 @@ static void test_unary_success(void **state)
     static struct waiter w;
     char head[sizeof(srv.last_head)], body[sizeof(srv.last_body)];
     uint64_t id;
-
-    (void)state;
     start_api(srv.port, 1);
     id = call("Echo", "{ \"sandboxId\" : \"sb-1\" }", 0, &w);
     waiter_wait(&w);
@@ -475,8 +467,6 @@ static void test_unary_success(void **state)
 static void test_error_body(void **state)
 {
     static struct waiter w;
-
-    (void)state;
     start_api(srv.port, 1);
     call("NotFound", "{}", 1, &w);
     waiter_wait(&w);
@@ -493,8 +483,6 @@ static void test_error_body(void **state)
 static void test_garbage_body(void **state)
 {
     static struct waiter w;
-
-    (void)state;
     start_api(srv.port, 1);
     call("Garbage", "{}", 1, &w);
     waiter_wait(&w);
@@ -509,9 +497,6 @@ static void test_garbage_body(void **state)
 static void test_too_big(void **state)
 {
     static struct waiter w;
-
-    (void)state;
-    /* 64 MiB through a loaded sanitizer build can take longer than 5 s. */
     start_api_timeout(srv.port, 1, 120000);
     call("Big", "{}", 1, &w);
     waiter_wait(&w);
@@ -526,8 +511,6 @@ static void test_refused(void **state)
 {
     static struct waiter w;
     struct timespec start;
-
-    (void)state;
     start_api(refused_port(), 1);
     clock_gettime(CLOCK_MONOTONIC, &start);
     call("GetSandbox", "{}", 1, &w);
@@ -545,8 +528,6 @@ static void test_retry(void **state)
     static struct waiter w;
     const char *names[8];
     uint64_t counts[8];
-
-    (void)state;
     start_api(srv.port, 1);
     call("Flaky", "{}", 1, &w);
     waiter_wait(&w);
@@ -574,8 +555,6 @@ static void test_cancel(void **state)
     static struct waiter w;
     int before = hanging();
     uint64_t id;
-
-    (void)state;
     start_api(srv.port, 1);
     id = call("Hang", "{}", 1, &w);
     wait_hanging(before + 1);
@@ -595,8 +574,6 @@ static void test_cancel_backoff(void **state)
     static struct waiter w;
     struct timespec start;
     uint64_t id;
-
-    (void)state;
     start_api(refused_port(), 5);
     clock_gettime(CLOCK_MONOTONIC, &start);
     id = call("GetSandbox", "{}", 1, &w);
@@ -646,8 +623,6 @@ static void test_schedule_order(void **state)
     static struct sched_item it[] = {{&s, 'A'}, {&s, 'B'}, {&s, 'C'},
                                      {&s, 'D'}, {&s, 'E'}, {&s, 'F'}};
     struct timespec ts;
-
-    (void)state;
     start_api(srv.port, 1);
     api_schedule(600, on_timer, &it[0]); /* far enough behind D and E even under load */
     api_schedule(0, on_timer, &it[1]);
@@ -681,8 +656,6 @@ static void on_done_chain(uint64_t id, const struct api_result *res, void *ud)
 static void test_callback_starts_call(void **state)
 {
     static struct chain ch;
-
-    (void)state;
     start_api(srv.port, 1);
     waiter_init(&ch.first);
     waiter_init(&ch.second);
@@ -701,7 +674,6 @@ static void test_callback_starts_call(void **state)
 
 static void never(void *ud)
 {
-    (void)ud;
     fail_msg("a timer ran after api_shutdown");
 }
 
@@ -709,8 +681,6 @@ static void test_shutdown(void **state)
 {
     static struct waiter w, late;
     int before = hanging();
-
-    (void)state;
     start_api(srv.port, 1);
     call("Hang", "{}", 1, &w);
     wait_hanging(before + 1);
@@ -731,27 +701,18 @@ static void test_shutdown(void **state)
 
 static int on_message(uint64_t id, json_t *msg, void *ud)
 {
-    (void)id;
-    (void)msg;
-    (void)ud;
     fail_msg("a message arrived on a stream that cannot run");
     return 1;
 }
 
 static long body_none(uint64_t id, char *buf, size_t cap, void *ud)
 {
-    (void)id;
-    (void)buf;
-    (void)cap;
-    (void)ud;
     return 0;
 }
 
 static void test_streams_need_http2(void **state)
 {
     static struct waiter a, b;
-
-    (void)state;
     start_api(srv.port, 1);
     waiter_init(&a);
     waiter_init(&b);
@@ -772,8 +733,6 @@ static void test_bad_rpc(void **state)
     static struct waiter w;
     const char *names[4];
     uint64_t counts[4];
-
-    (void)state;
     start_api(srv.port, 1);
     call("../Echo", "{}", 0, &w);
     waiter_wait(&w);
@@ -789,8 +748,6 @@ static void test_body_envelope(void **state)
     char *out = NULL;
     size_t len = 0;
     const char *want = "{\"a\":\"b\",\"n\":1}";
-
-    (void)state;
     assert_int_equal(api_body_envelope(msg, CONNECT_FLAG_END_STREAM, &out, &len), 0);
     assert_int_equal(len, 5 + strlen(want));
     assert_int_equal((unsigned char)out[0], CONNECT_FLAG_END_STREAM);
@@ -804,8 +761,6 @@ static void test_body_envelope(void **state)
 static void test_full_duplex(void **state)
 {
     const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
-
-    (void)state;
     if (v->version_num < 0x080000)
         assert_int_equal(api_full_duplex(), 0);
 }

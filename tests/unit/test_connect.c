@@ -78,8 +78,6 @@ static void check_stream(const struct seen *s)
 static void test_envelope_header(void **state)
 {
     unsigned char h[CONNECT_ENVELOPE_HEADER];
-
-    (void)state;
     connect_envelope_header(h, CONNECT_FLAG_END_STREAM, 0x01020304u);
     assert_int_equal(h[0], 0x02);
     assert_int_equal(h[1], 0x01);
@@ -98,8 +96,6 @@ static void test_decoder_whole(void **state)
     struct connect_decoder dec;
     struct seen s = {0};
     size_t n = make_stream(buf);
-
-    (void)state;
     connect_decoder_init(&dec, 1024);
     assert_true(connect_decoder_idle(&dec));
     assert_int_equal(connect_decoder_feed(&dec, buf, n, on_envelope, &s), 0);
@@ -114,8 +110,6 @@ static void test_decoder_byte_by_byte(void **state)
     struct connect_decoder dec;
     struct seen s = {0};
     size_t n = make_stream(buf), i;
-
-    (void)state;
     connect_decoder_init(&dec, 1024);
     for (i = 0; i < n; i++) {
         assert_int_equal(connect_decoder_feed(&dec, buf + i, 1, on_envelope, &s), 0);
@@ -130,8 +124,6 @@ static void test_decoder_every_split(void **state)
 {
     unsigned char buf[256];
     size_t n = make_stream(buf), a, b;
-
-    (void)state;
     for (a = 0; a <= n; a++) {
         for (b = a; b <= n; b++) {
             struct connect_decoder dec;
@@ -152,8 +144,6 @@ static void test_decoder_empty_feed(void **state)
 {
     struct connect_decoder dec;
     struct seen s = {0};
-
-    (void)state;
     connect_decoder_init(&dec, 16);
     assert_int_equal(connect_decoder_feed(&dec, NULL, 0, on_envelope, &s), 0);
     assert_int_equal(s.count, 0);
@@ -167,9 +157,6 @@ static void test_decoder_truncated(void **state)
     struct connect_decoder dec;
     struct seen s = {0};
     size_t n = make_stream(buf);
-
-    (void)state;
-    /* Cut inside the first header, then inside the first body. */
     connect_decoder_init(&dec, 1024);
     assert_int_equal(connect_decoder_feed(&dec, buf, 3, on_envelope, &s), 0);
     assert_false(connect_decoder_idle(&dec));
@@ -194,9 +181,6 @@ static void test_decoder_bounds(void **state)
     unsigned char h[CONNECT_ENVELOPE_HEADER + 8];
     struct connect_decoder dec;
     struct seen s = {0};
-
-    (void)state;
-    /* Exactly max_message is fine; one more byte is not, whatever follows. */
     connect_decoder_init(&dec, 8);
     connect_envelope_header(h, 0, 8);
     memcpy(h + CONNECT_ENVELOPE_HEADER, "12345678", 8);
@@ -234,8 +218,6 @@ static void test_decoder_flags(void **state)
     struct connect_decoder dec;
     struct seen s = {0};
     size_t i;
-
-    (void)state;
     for (i = 0; i < sizeof(bad); i++) {
         connect_decoder_init(&dec, 1024);
         connect_envelope_header(h, bad[i], 2);
@@ -252,8 +234,6 @@ static void test_decoder_callback_stops(void **state)
     struct connect_decoder dec;
     struct seen s = {0};
     size_t n = make_stream(buf);
-
-    (void)state;
     s.stop_at = 2;
     connect_decoder_init(&dec, 1024);
     assert_int_equal(connect_decoder_feed(&dec, buf, n, on_envelope, &s), 7);
@@ -286,8 +266,6 @@ static void test_decoder_large_message(void **state)
     unsigned char *buf = malloc(total);
     struct connect_decoder dec;
     struct big b = {0};
-
-    (void)state;
     assert_non_null(buf);
     connect_envelope_header(buf, 0, (uint32_t)len);
     for (i = 0; i < len; i++)
@@ -314,8 +292,6 @@ static void test_decoder_large_message(void **state)
 static void test_error_set_clear(void **state)
 {
     struct connect_error err = {0};
-
-    (void)state;
     connect_error_set(&err, "unavailable", "connection refused");
     assert_string_equal(err.code, "unavailable");
     assert_string_equal(err.message, "connection refused");
@@ -371,7 +347,6 @@ static void check_json(const char *text, const char *code, const char *message, 
 
 static void test_error_json_full(void **state)
 {
-    (void)state;
     check_json("{\"code\":\"not_found\",\"message\":\"no such file\",\"details\":[{\"type\":"
                "\"google.rpc.ErrorInfo\",\"value\":\"" EI_NOT_FOUND_B64 "\"}]}",
                "not_found", "no such file", "CWSANDBOX_FILE_NOT_FOUND", "cwsandbox.com");
@@ -384,8 +359,6 @@ static void test_error_json_full(void **state)
 
 static void test_error_json_base64_forms(void **state)
 {
-    (void)state;
-    /* Connect servers write the value unpadded. */
     check_json(
         "{\"code\":\"not_found\",\"details\":[{\"type\":\"google.rpc.ErrorInfo\","
         "\"value\":\"ChhDV1NBTkRCT1hfRklMRV9OT1RfRk9VTkQSDWN3c2FuZGJveC5jb20aCgoEcGF0aBICL3g\"}"
@@ -399,8 +372,6 @@ static void test_error_json_base64_forms(void **state)
 
 static void test_error_json_details_skipped(void **state)
 {
-    (void)state;
-    /* Other detail types are ignored even when their value would decode. */
     check_json("{\"code\":\"unavailable\",\"details\":[{\"type\":\"google.rpc.RetryInfo\","
                "\"value\":\"" EI_IS_DIR_B64
                "\"},{\"type\":\"google.rpc.ErrorInfo\",\"value\":\"" EI_NOT_FOUND_B64 "\"}]}",
@@ -435,8 +406,6 @@ static void test_error_json_bad_code(void **state)
 {
     struct connect_error err = {0};
     json_t *j;
-
-    (void)state;
     check_json("{}", "unknown", NULL, NULL, NULL);
     check_json("{\"message\":\"hi\"}", "unknown", "hi", NULL, NULL);
     check_json("{\"code\":5,\"message\":7}", "unknown", NULL, NULL, NULL);
@@ -497,8 +466,6 @@ static void check_body(const char *body, size_t len, long status, const char *co
 
 static void test_error_body(void **state)
 {
-    (void)state;
-    /* A Connect error: its own code wins over the status. */
     check_body(BODY("{\"code\":\"not_found\",\"message\":\"sandbox x\",\"details\":[{\"type\":"
                     "\"google.rpc.ErrorInfo\",\"value\":\"" EI_NOT_FOUND_B64 "\"}]}"),
                404, "not_found", "sandbox x", "CWSANDBOX_FILE_NOT_FOUND");
@@ -545,8 +512,6 @@ static void test_code_from_http(void **state)
         {501, "unknown"},       {505, "unknown"},         {999, "unknown"},
     };
     size_t i;
-
-    (void)state;
     for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         assert_string_equal(connect_code_from_http(rows[i].status), rows[i].code);
 }
@@ -596,8 +561,6 @@ static void test_errorinfo_protoc(void **state)
                              "\x12\x0d"
                              "cwsandbox.com"
                              "\x1a\x0a\x0a\x04path\x12\x02/x";
-
-    (void)state;
     expect_ei(PB(pb), "CWSANDBOX_FILE_NOT_FOUND", "cwsandbox.com");
     expect_ei(NULL, 0, NULL, NULL);
     expect_ei(PB("\x12\x01"
@@ -623,8 +586,6 @@ static void test_errorinfo_skips_unknown(void **state)
                              "\x12\x01"
                              "d"
                              "\x08\x05";
-
-    (void)state;
     expect_ei(PB(pb), "R", "d");
     /* Metadata of the wrong wire type, a 10-byte varint, an over-long encoding. */
     expect_ei(PB("\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01\x0a\x01R"), "R", NULL);
@@ -644,9 +605,6 @@ static void test_errorinfo_nested_groups(void **state)
 {
     char pb[2 * 40 + 3];
     size_t i, n = 0;
-
-    (void)state;
-    /* 32 nested groups of field 7 are fine... */
     for (i = 0; i < 32; i++)
         pb[n++] = 0x3b;
     for (i = 0; i < 32; i++)
@@ -667,7 +625,6 @@ static void test_errorinfo_nested_groups(void **state)
 
 static void test_errorinfo_malformed(void **state)
 {
-    (void)state;
     expect_bad_ei(PB("\x0a")); /* tag, no length */
     expect_bad_ei(PB("\x0a\x05"
                      "abc")); /* length past the end */
@@ -733,8 +690,6 @@ static void test_code_errno(void **state)
         {NULL, EIO, 0},
     };
     size_t i;
-
-    (void)state;
     for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         assert_int_equal(connect_code_errno(rows[i].code), rows[i].errnum);
         assert_int_equal(connect_code_retryable(rows[i].code), rows[i].retry);
@@ -780,8 +735,6 @@ static void test_error_errno(void **state)
         {"bogus", NULL, EIO},
     };
     size_t i;
-
-    (void)state;
     for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         struct connect_error err = error_of(rows[i].code, rows[i].reason);
 
@@ -811,8 +764,6 @@ static void test_error_retryable(void **state)
         {"internal", "CWSANDBOX_COMMAND_TIMEOUT", 0},
     };
     size_t i;
-
-    (void)state;
     for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         struct connect_error err = error_of(rows[i].code, rows[i].reason);
 
@@ -840,8 +791,6 @@ static void test_end_stream_ok(void **state)
     struct connect_error err = {0};
     size_t i;
     int has;
-
-    (void)state;
     for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         assert_int_equal(end_stream(ok[i], strlen(ok[i]), &has, &err), 0);
         assert_int_equal(has, 0);
@@ -857,8 +806,6 @@ static void test_end_stream_error(void **state)
         "\"" EI_IS_DIR_B64 "\"}]},\"metadata\":{}}";
     struct connect_error err = {0};
     int has;
-
-    (void)state;
     assert_int_equal(end_stream(text, sizeof(text) - 1, &has, &err), 0);
     assert_int_equal(has, 1);
     assert_string_equal(err.code, "deadline_exceeded");
@@ -897,8 +844,6 @@ static void test_end_stream_garbage(void **state)
     struct connect_error err = {0};
     size_t i;
     int has;
-
-    (void)state;
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(end_stream(bad[i], strlen(bad[i]), &has, &err), -EPROTO);
         assert_null(err.code);

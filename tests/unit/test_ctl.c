@@ -59,8 +59,6 @@ static void test_blank_and_comment(void **state)
     const char *lines[] = {"", " ", "\t \t", "\r", "  \r", "#", "# exec ls", "   #x"};
     struct ctl_cmd c;
     size_t i;
-
-    (void)state;
     for (i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
         memset(&c, 0xa5, sizeof(c));
         assert_int_equal(ctl_parse(lines[i], strlen(lines[i]), &c, err, sizeof(err)), 1);
@@ -71,8 +69,6 @@ static void test_blank_and_comment(void **state)
 static void test_exec(void **state)
 {
     struct ctl_cmd c;
-
-    (void)state;
     c = ok("exec ls -l", CTL_EXEC);
     assert_int_equal(c.argc, 3);
     assert_string_equal(c.argv[0], "/bin/sh");
@@ -108,7 +104,6 @@ static void test_exec(void **state)
 
 static void test_exec_errors(void **state)
 {
-    (void)state;
     bad("exec", "exec: missing argument (a command line)");
     bad("exec   ", "exec: missing argument (a command line)");
     bad("exec \t\r", "exec: missing argument (a command line)");
@@ -121,8 +116,6 @@ static void test_exec_errors(void **state)
 static void test_nul_byte(void **state)
 {
     struct ctl_cmd c;
-
-    (void)state;
     memset(&c, 0, sizeof(c));
     assert_int_equal(ctl_parse("exec a\0b", 8, &c, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "command contains a NUL byte: \"exec a\\x00b\"");
@@ -132,8 +125,6 @@ static void test_nul_byte(void **state)
 static void test_not_utf8(void **state)
 {
     struct ctl_cmd c;
-
-    (void)state;
     memset(&c, 0, sizeof(c));
     /* the service takes text only: a byte that is not UTF-8 would be dropped on the
      * way, so the line is refused whole */
@@ -148,8 +139,6 @@ static void test_not_utf8(void **state)
 static void test_quoting(void **state)
 {
     char line[400];
-
-    (void)state;
     bad("bogus \"q\" back\\slash \x01\x7f caf\xc3\xa9",
         "unknown command \"bogus \\\"q\\\" back\\\\slash \\x01\\x7f caf\xc3\xa9\"");
     bad("bogus\ttab", "unknown command \"bogus\\ttab\"");
@@ -175,8 +164,6 @@ static void test_quoting(void **state)
 static void test_execv(void **state)
 {
     struct ctl_cmd c;
-
-    (void)state;
     c = ok("execv [\"ls\", \"-l\", \"a b\", \"\"]", CTL_EXECV);
     assert_int_equal(c.argc, 4);
     assert_string_equal(c.argv[0], "ls");
@@ -199,7 +186,6 @@ static void test_execv(void **state)
 
 static void test_execv_errors(void **state)
 {
-    (void)state;
     bad("execv", "execv: missing argument (a JSON array of strings)");
     bad("execv []", "execv: \"[]\" is not a JSON array of at least one string");
     bad("execv {\"a\":1}", "execv: \"{\\\"a\\\":1}\" is not a JSON array of at least one string");
@@ -224,8 +210,6 @@ static void test_execv_errors(void **state)
 static void test_no_arg_commands(void **state)
 {
     struct ctl_cmd c;
-
-    (void)state;
     c = ok("start", CTL_START);
     assert_null(c.argv);
     assert_null(c.arg);
@@ -243,8 +227,6 @@ static void test_no_arg_commands(void **state)
 static void test_stop(void **state)
 {
     struct ctl_cmd c;
-
-    (void)state;
     c = ok("stop", CTL_STOP);
     assert_int_equal(c.num, -1);
     ctl_cmd_free(&c);
@@ -273,8 +255,6 @@ static void test_stop(void **state)
 static void test_image(void **state)
 {
     struct ctl_cmd c;
-
-    (void)state;
     c = ok("image ghcr.io/org/img:1.2@sha256:abc", CTL_IMAGE);
     assert_string_equal(c.arg, "ghcr.io/org/img:1.2@sha256:abc");
     ctl_cmd_free(&c);
@@ -291,8 +271,6 @@ static void test_image(void **state)
 static void test_command(void **state)
 {
     struct ctl_cmd c;
-
-    (void)state;
     c = ok("command sleep  infinity ", CTL_COMMAND);
     assert_int_equal(c.argc, 3);
     assert_string_equal(c.argv[0], "/bin/sh");
@@ -307,8 +285,6 @@ static void test_command(void **state)
 static void test_env(void **state)
 {
     struct ctl_cmd c;
-
-    (void)state;
     c = ok("env FOO=bar", CTL_ENV);
     assert_string_equal(c.key, "FOO");
     assert_string_equal(c.arg, "bar");
@@ -339,8 +315,6 @@ static void test_tag(void **state)
 {
     struct ctl_cmd c;
     char line[80];
-
-    (void)state;
     c = ok("tag my-run.v2_x9", CTL_TAG);
     assert_string_equal(c.arg, "my-run.v2_x9");
     ctl_cmd_free(&c);
@@ -377,8 +351,6 @@ static void test_cpu(void **state)
     char line[64];
     struct ctl_cmd c;
     size_t i;
-
-    (void)state;
     for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         snprintf(line, sizeof(line), "cpu %s", good[i]);
         c = ok(line, CTL_CPU);
@@ -413,8 +385,6 @@ static void test_memory(void **state)
     char line[64];
     struct ctl_cmd c;
     size_t i;
-
-    (void)state;
     for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         snprintf(line, sizeof(line), "memory %s", good[i]);
         c = ok(line, CTL_MEMORY);
@@ -439,8 +409,6 @@ static void test_memory(void **state)
 static void test_gpu(void **state)
 {
     struct ctl_cmd c;
-
-    (void)state;
     c = ok("gpu 0", CTL_GPU);
     assert_int_equal(c.num, 0);
     ctl_cmd_free(&c);
@@ -460,8 +428,6 @@ static void test_gpu(void **state)
 static void test_lifetime(void **state)
 {
     struct ctl_cmd c;
-
-    (void)state;
     c = ok("lifetime 1", CTL_LIFETIME);
     assert_int_equal(c.num, 1);
     ctl_cmd_free(&c);
@@ -484,8 +450,6 @@ static void test_workdir(void **state)
 {
     struct ctl_cmd c;
     char *line;
-
-    (void)state;
     c = ok("workdir /work", CTL_WORKDIR);
     assert_string_equal(c.arg, "/work");
     ctl_cmd_free(&c);
@@ -510,7 +474,6 @@ static void test_workdir(void **state)
 
 static void test_spec_change(void **state)
 {
-    (void)state;
     assert_false(ctl_is_spec_change(CTL_EXEC));
     assert_false(ctl_is_spec_change(CTL_EXECV));
     assert_false(ctl_is_spec_change(CTL_START));
@@ -566,8 +529,6 @@ static void test_lines_basic(void **state)
 {
     struct ctl_lines cl = {0};
     struct sink s = {0};
-
-    (void)state;
     assert_int_equal(feed(&cl, &s, "exec a\nexec b\n"), 0);
     assert_string_equal(s.seen, "exec a|exec b|");
     assert_int_equal(feed(&cl, &s, "exec c"), 0);
@@ -594,8 +555,6 @@ static void test_lines_bytewise(void **state)
     struct ctl_lines cl = {0};
     struct sink s = {0};
     size_t i;
-
-    (void)state;
     for (i = 0; text[i]; i++)
         assert_int_equal(ctl_lines_feed(&cl, text + i, 1, collect, &s), 0);
     assert_string_equal(s.seen, "exec echo 'a  b'\r|wait\r||");
@@ -631,8 +590,6 @@ static void test_lines_crlf_parse(void **state)
     struct ctl_lines cl = {0};
     struct sink s = {0};
     const char *text = "image alpine\r\nexec ls  -a\r\n# note\r\nbogus\r\nstart\r\n";
-
-    (void)state;
     assert_int_equal(ctl_lines_feed(&cl, text, strlen(text), parse_line, &s), -EINVAL);
     /* the lines before the bad one ran; the rest of that write is dropped */
     assert_int_equal(s.calls, 4);
@@ -644,9 +601,6 @@ static void test_lines_error_stops(void **state)
 {
     struct ctl_lines cl = {0};
     struct sink s = {.fail_on = "bad", .fail_rc = -EINVAL};
-
-    (void)state;
-    /* rest of the write ends with a newline: nothing is skipped afterwards */
     assert_int_equal(feed(&cl, &s, "a\nbad\nb\n"), -EINVAL);
     assert_string_equal(s.seen, "a|bad|");
     assert_int_equal(feed(&cl, &s, "c\n"), 0);
@@ -681,8 +635,6 @@ static void test_lines_overlong(void **state)
     struct sink s = {0};
     size_t big = CTL_MAX_LINE + 10;
     char *data = malloc(big + 16);
-
-    (void)state;
     assert_non_null(data);
     /* exactly CTL_MAX_LINE is fine, in one write and across writes */
     memset(data, 'x', CTL_MAX_LINE);
@@ -732,8 +684,6 @@ static void test_lines_final_unterminated(void **state)
 {
     struct ctl_lines cl = {0};
     struct sink s = {0};
-
-    (void)state;
     assert_int_equal(feed(&cl, &s, "start\nexec echo done"), 0);
     assert_string_equal(s.seen, "start|");
     assert_int_equal(ctl_lines_finish(&cl, collect, &s), 0);

@@ -51,7 +51,6 @@ static void test_output_streams(void **state)
     assert_int_equal(rc, 0);
     assert_false(m.is_stderr);
     execmsg_clear(&m);
-    (void)state;
 }
 
 static void test_exit_error_ready_other(void **state)
@@ -76,7 +75,6 @@ static void test_exit_error_ready_other(void **state)
     assert_int_equal(m.kind, EXECMSG_ERROR);
     assert_string_equal(m.error, "no such sandbox");
     json_decref(msg);
-    (void)state;
 }
 
 static void test_malformed(void **state)
@@ -90,7 +88,6 @@ static void test_malformed(void **state)
     execmsg_clear(&m);
     m = parse("{\"exit\":{\"exitCode\":\"three\"}}", &rc);
     assert_int_equal(rc, -EINVAL);
-    (void)state;
 }
 
 /* Split a body into its envelopes' JSON objects. */
@@ -137,7 +134,6 @@ static void test_body_init_then_close(void **state)
     json_decref(msgs[1]);
     free(all);
     execbody_free(&b);
-    (void)state;
 }
 
 static void test_stdin_envelope(void **state)
@@ -150,7 +146,6 @@ static void test_stdin_envelope(void **state)
     assert_string_equal(json_string_value(json_object_get(msgs[0], "stdin")), "AAFoaQ==");
     json_decref(msgs[0]);
     free(out);
-    (void)state;
 }
 
 int main(void)

@@ -31,7 +31,6 @@ static const char status_text[] = "Name:\tbash\n"
 
 static void parses_proc_status(void **state)
 {
-    (void)state;
     struct interrupt_sigs s;
     assert_int_equal(interrupt_parse_status(status_text, &s), 0);
     assert_true(s.pending == BIT(SIGCHLD));
@@ -43,7 +42,6 @@ static void parses_proc_status(void **state)
 
 static void refuses_broken_status(void **state)
 {
-    (void)state;
     struct interrupt_sigs s;
     assert_int_equal(interrupt_parse_status("", &s), -EINVAL);
     assert_int_equal(interrupt_parse_status("SigPnd:\t0\nShdPnd:\t0\n", &s), -EINVAL);
@@ -67,7 +65,6 @@ static int stops(int sig, int caught, int *signo)
 
 static void bookkeeping_signals_go_on(void **state)
 {
-    (void)state;
     const int caught[] = {SIGCHLD, SIGWINCH, SIGURG,    SIGCONT, SIGPROF, SIGALRM,
                           SIGUSR1, SIGPIPE,  SIGVTALRM, SIGIO,   SIGRTMIN};
     int signo;
@@ -83,7 +80,6 @@ static void bookkeeping_signals_go_on(void **state)
 
 static void stop_signals_stop(void **state)
 {
-    (void)state;
     int signo;
     /* asked to stop: even when a handler takes them (bash traps INT to clean up) */
     static const int asked[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
@@ -103,7 +99,6 @@ static void stop_signals_stop(void **state)
 
 static void mixed_and_blocked(void **state)
 {
-    (void)state;
     int signo;
     /* SIGCHLD caught and SIGINT pending: SIGINT decides */
     struct interrupt_sigs s = {BIT(SIGCHLD) | BIT(SIGINT), 0, 0, BIT(SIGCHLD) | BIT(SIGINT)};
@@ -129,13 +124,11 @@ static void mixed_and_blocked(void **state)
 
 static void noop(int sig)
 {
-    (void)sig;
 }
 
 /* This thread's own masks through /proc: a caught, blocked, pending SIGUSR1. */
 static void reads_own_thread(void **state)
 {
-    (void)state;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = noop;

@@ -25,7 +25,6 @@ static void expect(const char *dir, const char *target, const char *want)
 
 static void absolute_targets(void **state)
 {
-    (void)state;
     expect("/work", "/etc/passwd", "../etc/passwd");
     expect("/", "/etc/passwd", "etc/passwd");
     expect("/a/b/c", "/etc", "../../../etc");
@@ -41,7 +40,6 @@ static void absolute_targets(void **state)
 
 static void absolute_targets_normalised(void **state)
 {
-    (void)state;
     expect("/work", "/a/../../b/./c//d", "../b/c/d");
     expect("/work", "//etc///passwd/", "../etc/passwd");
     expect("/work", "/..", "..");
@@ -50,7 +48,6 @@ static void absolute_targets_normalised(void **state)
 
 static void climbing_targets_clamped(void **state)
 {
-    (void)state;
     expect("/work", "../../../../etc", "../etc");
     expect("/", "../etc", "etc");
     expect("/", "..", ".");
@@ -63,7 +60,6 @@ static void climbing_targets_clamped(void **state)
 
 static void relative_targets_kept(void **state)
 {
-    (void)state;
     expect("/work", "f1", "f1");
     expect("/work", "sub/x", "sub/x");
     expect("/work", "../etc/passwd", "../etc/passwd");
@@ -76,7 +72,6 @@ static void relative_targets_kept(void **state)
 /* No result climbs above the root or climbs after a name, whatever the input. */
 static void never_leaves(void **state)
 {
-    (void)state;
     static const char *const dirs[] = {"/", "/a", "/a/b", "/a/b/c/d"};
     static const char *const parts[] = {"..", ".", "a", "", "x", "b"};
     char target[64];

@@ -67,8 +67,6 @@ static int setup(void **state)
     struct timespec ts[2] = {{-2, 500000000}, {-2, 500000000}};
     size_t i;
     int s;
-
-    (void)state;
     if (!mkdtemp(dir))
         return -1;
     for (i = 0; i < sizeof(odd_names) / sizeof(odd_names[0]); i++)
@@ -108,8 +106,6 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     char cmd[PATH_MAX + 16];
-
-    (void)state;
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     return system(cmd) == 0 ? 0 : -1;
 }
@@ -203,8 +199,6 @@ static void test_real_find(void **state)
     size_t len, i;
     char *out;
     struct stat st;
-
-    (void)state;
     listing_argv(dir, argv);
     assert_string_equal(argv[0], "find");
     assert_string_equal(argv[1], "-H");
@@ -260,7 +254,6 @@ static int inner_cb(const struct listing_entry *e, void *ud)
 
 static int count_cb(const struct listing_entry *e, void *ud)
 {
-    (void)e;
     (*(int *)ud)++;
     return 0;
 }
@@ -273,8 +266,6 @@ static void test_real_find_symlinked_dir(void **state)
     int calls = 0;
     size_t len;
     char *out;
-
-    (void)state;
     snprintf(p, sizeof(p), "%s/sub dir", dir);
     snprintf(q, sizeof(q), "%s.link", dir);
     assert_int_equal(symlink(p, q), 0);
@@ -293,8 +284,6 @@ static void test_real_find_empty_dir(void **state)
     size_t len;
     char *out;
     int calls = 0;
-
-    (void)state;
     snprintf(p, sizeof(p), "%s/sub dir/inner", dir);
     listing_argv(p, argv);
     out = run(argv, &len);
@@ -360,8 +349,6 @@ static int one(int idx, const char *val, struct last *l)
 static void test_parse_fields(void **state)
 {
     struct last l;
-
-    (void)state;
     assert_int_equal(one(-1, NULL, &l), 0);
     assert_int_equal(l.calls, 1);
     assert_int_equal(l.e.mode, S_IFREG | 0644);
@@ -400,8 +387,6 @@ static void test_parse_types(void **state)
     const char *bad[] = {"", "x", "F", "?", "ff", "-", "N"};
     struct last l;
     size_t i;
-
-    (void)state;
     for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         assert_int_equal(one(0, types[i].letter, &l), 0);
         assert_int_equal(l.e.mode & S_IFMT, types[i].type);
@@ -444,8 +429,6 @@ static void test_parse_times(void **state)
                          "1.1234567890123456789012345"};
     struct last l;
     size_t i;
-
-    (void)state;
     for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         assert_int_equal(one(3, ok[i].s, &l), 0);
         assert_int_equal(l.e.mtime.tv_sec, ok[i].sec);
@@ -459,9 +442,6 @@ static void test_parse_times(void **state)
 static void test_parse_bad_numbers(void **state)
 {
     struct last l;
-
-    (void)state;
-    /* mode: octal, at most 07777 */
     assert_int_equal(one(1, "10000", &l), -EPROTO);
     assert_int_equal(one(1, "8", &l), -EPROTO);
     assert_int_equal(one(1, "", &l), -EPROTO);
@@ -491,8 +471,6 @@ static void test_parse_names_and_links(void **state)
     const char *f[LISTING_FIELDS];
     struct rbuf r = {.len = 0};
     struct last l;
-
-    (void)state;
     assert_int_equal(one(7, "", &l), -EPROTO);
     assert_int_equal(one(7, "a/b", &l), -EPROTO);
     assert_int_equal(one(7, "/", &l), -EPROTO);
@@ -543,9 +521,6 @@ static void test_parse_stream(void **state)
     size_t cut, bounds[4], nb = 0;
     struct last l;
     int rc;
-
-    (void)state;
-    /* empty output: an empty directory */
     memset(&l, 0, sizeof(l));
     assert_int_equal(listing_parse("", 0, keep_cb, &l), 0);
     assert_int_equal(l.calls, 0);

@@ -19,7 +19,6 @@ static FILE *capture;
 
 static int setup(void **state)
 {
-    (void)state;
     capture = tmpfile();
     saved_stderr = dup(STDERR_FILENO);
     return capture && saved_stderr >= 0 ? 0 : -1;
@@ -27,7 +26,6 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    (void)state;
     close(saved_stderr);
     fclose(capture);
     return 0;
@@ -60,8 +58,6 @@ static char *captured(void)
 static void test_format(void **state)
 {
     char *out;
-
-    (void)state;
     begin();
     log_error("disk %s is %d%% full", "sda", 99);
     out = captured();
@@ -86,8 +82,6 @@ static void test_format(void **state)
 static void test_level_filter(void **state)
 {
     char *out;
-
-    (void)state;
     begin();
     log_debug("hidden");
     out = captured();
@@ -116,8 +110,6 @@ static void test_level_filter(void **state)
 static void test_one_line(void **state)
 {
     char *out;
-
-    (void)state;
     begin();
     log_info("server said: %s", "line one\nline two\r\n\x1b[31mred");
     out = captured();
@@ -129,8 +121,6 @@ static void test_one_line(void **state)
 static void test_truncation(void **state)
 {
     char big[5000], *out;
-
-    (void)state;
     memset(big, 'x', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
     begin();
@@ -144,8 +134,6 @@ static void test_truncation(void **state)
 static void test_errno_preserved(void **state)
 {
     char *out;
-
-    (void)state;
     begin();
     errno = ENOENT;
     log_info("x");
@@ -160,9 +148,6 @@ static void test_errno_preserved(void **state)
 static void test_syslog(void **state)
 {
     char *out;
-
-    (void)state;
-    /* Once daemonized nothing goes to stderr (it is /dev/null then). */
     log_use_syslog(1);
     log_use_syslog(1); /* idempotent */
     begin();
@@ -195,8 +180,6 @@ static void test_threads(void **state)
     pthread_t t[4];
     char *out, *line, *save = NULL;
     int i, lines = 0;
-
-    (void)state;
     begin();
     for (i = 0; i < 4; i++)
         assert_int_equal(pthread_create(&t[i], NULL, logger, (void *)&ids[i]), 0);

@@ -26,13 +26,11 @@ static char spool[] = "/tmp/test_outbuf.XXXXXX";
 
 static int setup(void **state)
 {
-    (void)state;
     return mkdtemp(spool) ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    (void)state;
     return rmdir(spool); /* fails if a spool file was left behind */
 }
 
@@ -71,8 +69,6 @@ static void test_append_read(void **state)
     struct outbuf ob;
     char buf[64];
     struct timespec t0, t1;
-
-    (void)state;
     clock_gettime(CLOCK_REALTIME, &t0);
     assert_int_equal(outbuf_init(&ob, spool, 0), 0);
     assert_true(ob.fd >= 0);
@@ -122,8 +118,6 @@ static void test_large(void **state)
     uint64_t off = 0;
     size_t sizes[] = {1, 4095, 4096, 4097, 65536, 1 << 20, 3, 200000};
     size_t i;
-
-    (void)state;
     assert_int_equal(outbuf_init(&ob, spool, 0), 0);
     for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         append_pattern(&ob, off, sizes[i]);
@@ -140,8 +134,6 @@ static void test_cap_drops_oldest(void **state)
 {
     struct outbuf ob;
     char buf[32];
-
-    (void)state;
     assert_int_equal(outbuf_init(&ob, spool, 10), 0);
     assert_int_equal(ob.cap, 10);
     assert_int_equal(outbuf_append(&ob, "0123456789", 10), 0);
@@ -187,8 +179,6 @@ static void test_cap_streaming(void **state)
     struct stat st;
     size_t chunk = 77777;
     int i;
-
-    (void)state;
     assert_int_equal(outbuf_init(&ob, spool, cap), 0);
     for (i = 0; i < 200; i++) {
         append_pattern(&ob, off, chunk);
@@ -216,8 +206,6 @@ static void test_init_errors(void **state)
 {
     struct outbuf ob;
     char buf[4];
-
-    (void)state;
     assert_int_equal(outbuf_init(&ob, "/nonexistent/spool/dir", 0), -ENOENT);
     assert_int_equal(ob.fd, -1);
     outbuf_free(&ob);
@@ -269,8 +257,6 @@ static void test_punch_unsupported(void **state)
     struct outbuf ob;
     uint64_t off = 0;
     int i;
-
-    (void)state;
     fail_punch = 1;
     punches = 0;
     assert_int_equal(outbuf_init(&ob, spool, cap), 0);
@@ -298,8 +284,6 @@ static void test_spool_idle_holds_no_descriptor(void **state)
 {
     struct outbuf a;
     char buf[8], *path;
-
-    (void)state;
     assert_int_equal(outbuf_init(&a, spool, 4), 0);
     assert_non_null(a.path);
     assert_non_null(strstr(a.path, "/cwsfs-out-"));

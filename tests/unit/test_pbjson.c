@@ -47,7 +47,6 @@ static void expect_int64_bad(const char *value)
 
 static void test_int64_strings(void **state)
 {
-    (void)state;
     expect_int64("\"0\"", 0);
     expect_int64("\"-0\"", 0);
     expect_int64("\"123\"", 123);
@@ -71,7 +70,6 @@ static void test_int64_strings(void **state)
 
 static void test_int64_bad_strings(void **state)
 {
-    (void)state;
     expect_int64_bad("\"\"");
     expect_int64_bad("\"-\"");
     expect_int64_bad("\" 1\"");
@@ -103,7 +101,6 @@ static void test_int64_bad_strings(void **state)
 
 static void test_int64_numbers(void **state)
 {
-    (void)state;
     expect_int64("0", 0);
     expect_int64("123", 123);
     expect_int64("-1", -1);
@@ -126,8 +123,6 @@ static void test_int64_types(void **state)
 {
     json_t *j = json_loads("{\"n\":null,\"t\":true,\"f\":false,\"o\":{},\"a\":[1]}", 0, NULL);
     int64_t v = 1;
-
-    (void)state;
     assert_non_null(j);
     assert_int_equal(pbjson_get_int64(j, "absent", 42, &v), 0);
     assert_true(v == 42);
@@ -158,8 +153,6 @@ static void test_int64_write(void **state)
         {INT64_MIN, "-9223372036854775808"},
     };
     size_t i;
-
-    (void)state;
     for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         json_t *s = pbjson_int64(rows[i].v), *obj = json_object();
         int64_t back;
@@ -179,8 +172,6 @@ static void test_string_and_bool(void **state)
     json_t *j = json_loads("{\"s\":\"hi\",\"e\":\"\",\"n\":3,\"z\":null,\"t\":true,\"f\":false,"
                            "\"ts\":\"true\",\"one\":1}",
                            0, NULL);
-
-    (void)state;
     assert_non_null(j);
     assert_string_equal(pbjson_get_string(j, "s", "d"), "hi");
     assert_string_equal(pbjson_get_string(j, "e", "d"), "");
@@ -215,8 +206,6 @@ static void test_enum(void **state)
 {
     json_t *j = json_object();
     int v = 5;
-
-    (void)state;
     expect_enum("\"STATE_UNSPECIFIED\"", 0, 0);
     expect_enum("\"STATE_RUNNING\"", 0, 2);
     expect_enum("0", 0, 0);
@@ -276,8 +265,6 @@ static void test_bytes_read(void **state)
 {
     char *out = NULL;
     size_t len = 99;
-
-    (void)state;
     expect_bytes("\"aGVsbG8=\"", "hello", 5);
     expect_bytes("\"aGVsbG8\"", "hello", 5);
     expect_bytes("\"-_8=\"", "\xfb\xff", 2);
@@ -308,8 +295,6 @@ static void test_bytes_write(void **state)
     json_t *s, *obj;
     char *back;
     size_t i, len;
-
-    (void)state;
     s = pbjson_bytes("hello", 5);
     assert_string_equal(json_string_value(s), "aGVsbG8=");
     json_decref(s);
@@ -353,7 +338,6 @@ static void expect_ts_bad(const char *text)
 
 static void test_timestamp_parse(void **state)
 {
-    (void)state;
     expect_ts("1970-01-01T00:00:00Z", 0, 0);
     expect_ts("2026-11-22T02:48:08.878Z", 1795315688, 878000000);
     expect_ts("2026-11-22T02:48:08Z", 1795315688, 0);
@@ -378,7 +362,6 @@ static void test_timestamp_parse(void **state)
 
 static void test_timestamp_parse_bad(void **state)
 {
-    (void)state;
     assert_int_equal(pbjson_parse_timestamp(NULL, &(struct timespec){0, 0}), -EINVAL);
     expect_ts_bad("");
     expect_ts_bad("2026-11-22");
@@ -430,8 +413,6 @@ static void test_timestamp_format(void **state)
 {
     struct timespec ts = {1795315688, 878000000};
     char small[11];
-
-    (void)state;
     expect_fmt(0, 0, "1970-01-01T00:00:00Z");
     expect_fmt(1795315688, 878000000, "2026-11-22T02:48:08.878Z");
     expect_fmt(1795315688, 878001000, "2026-11-22T02:48:08.878001Z");
@@ -479,8 +460,6 @@ static void test_utf8_valid(void **state)
         {"latin1 caf\xe9", 0},
     };
     size_t i;
-
-    (void)state;
     for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         json_t *j = json_string(rows[i].s);
         assert_int_equal(pbjson_utf8_valid(rows[i].s, strlen(rows[i].s)), rows[i].ok);
@@ -496,8 +475,6 @@ static void test_string_array(void **state)
     const char *const bad[] = {"rm", "-f", "--", "caf\xe9", NULL};
     size_t at = 99;
     json_t *arr = pbjson_string_array(good, &at);
-
-    (void)state;
     assert_non_null(arr);
     assert_int_equal(json_array_size(arr), 4);
     assert_string_equal(json_string_value(json_array_get(arr, 3)), "caf\xc3\xa9");
@@ -513,8 +490,6 @@ static void test_timestamp_round_trip(void **state)
     long long sec = -62135596800LL;
     long nsecs[] = {0, 7000000, 7000, 7, 999999999};
     unsigned i = 0;
-
-    (void)state;
     while (sec <= 253402300799LL) {
         struct timespec ts = {(time_t)sec, nsecs[i % 5]}, back;
         char buf[40];

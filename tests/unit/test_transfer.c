@@ -29,7 +29,6 @@ static struct call started_bidi(void)
 static void test_body_not_taken(void **state)
 {
     struct call c = started_bidi();
-    (void)state;
     assert_null(transfer_body_stall(&c, 1000 + LIMIT, LIMIT));
     assert_string_equal(transfer_body_stall(&c, 1001 + LIMIT, LIMIT), "stopped moving");
     /* An answer does not excuse a body curl stopped taking. */
@@ -43,7 +42,6 @@ static void test_body_not_taken(void **state)
 static void test_body_sent_never_answered(void **state)
 {
     struct call c = started_bidi();
-    (void)state;
     c.body_done_ms = c.body_moved_ms = 3000;
     assert_null(transfer_body_stall(&c, 3000 + LIMIT, LIMIT));
     assert_string_equal(transfer_body_stall(&c, 3001 + LIMIT, LIMIT), "was sent but not answered");
@@ -52,7 +50,6 @@ static void test_body_sent_never_answered(void **state)
 static void test_call_not_ended_after_its_body(void **state)
 {
     struct call c = started_bidi();
-    (void)state;
     c.body_done_ms = c.body_moved_ms = 3000;
     c.answer_moved_ms = 2000; /* `ready`, before the body ended */
     /* An exec: a command may run silently for as long as it likes. */
@@ -72,7 +69,6 @@ static void test_call_not_ended_after_its_body(void **state)
 static void test_calls_left_alone(void **state)
 {
     struct call c = started_bidi();
-    (void)state;
     c.paused = 1; /* its owner has nothing to send yet */
     assert_null(transfer_body_stall(&c, 1000 + 10 * LIMIT, LIMIT));
     c = started_bidi();
