@@ -145,6 +145,13 @@ void sandbox_unref(struct sandbox *sb);
 int sandbox_fail(struct sandbox *sb, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* sandbox_fail for a call that failed, in the one form `error` uses: the prefix
+ * (printf-style, e.g. "stop: DeleteSandbox"), then ": CODE: MESSAGE" in the service's
+ * words; the errno is the call's. */
+struct api_result;
+int sandbox_fail_call(struct sandbox *sb, const struct api_result *res, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* After a change of the spec of an unstarted sandbox: a new CreateSandbox requestId. */
 int sandbox_spec_changed(struct sandbox *sb);
 

@@ -71,8 +71,7 @@ static void on_logs_done(uint64_t call, const struct api_result *res, void *ud)
         sandbox_ref(sb);
         api_schedule(1000, logs_resume, sb);
     } else {
-        sandbox_fail(sb, -res->err, "logs: StreamLogs: %s: %s", res->error.code,
-                     res->error.message ? res->error.message : "");
+        sandbox_fail_call(sb, res, "logs: StreamLogs");
         stream_end(&sb->logs, res->err);
     }
     sandbox_unref(sb);

@@ -102,8 +102,7 @@ static void cmd_on_done(uint64_t call, const struct api_result *res, void *ud)
     int64_t code = 0;
     int err = res->err;
     if (err) {
-        sandbox_fail(sb, -err, "Exec %s: %s: %s", json_string_value(json_array_get(cc->argv, 0)),
-                     res->error.code, res->error.message ? res->error.message : "");
+        sandbox_fail_call(sb, res, "Exec %s", json_string_value(json_array_get(cc->argv, 0)));
     } else if (pbjson_get_bytes(res->response, "stdout", &out, &outlen) < 0 ||
                pbjson_get_bytes(res->response, "stderr", &errtext, &errlen) < 0 ||
                pbjson_get_int64(res->response, "exitCode", 0, &code) < 0) {

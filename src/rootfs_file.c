@@ -217,8 +217,7 @@ static void fetch_done(uint64_t call, const struct api_result *res, void *ud)
         err = sandbox_fail(sb, -fc->spool_err, "read %s: spool%s: %s", fc->f->path,
                            rootfs_spool_full(fc->spool_err), strerror(-fc->spool_err));
     else if (err)
-        sandbox_fail(sb, -err, "read %s: StreamExec: %s: %s", fc->f->path, res->error.code,
-                     res->error.message ? res->error.message : "");
+        sandbox_fail_call(sb, res, "read %s: StreamExec", fc->f->path);
     else
         err = rootfs_outcome_check(&fc->out, sb, "read", fc->f->path);
     open_finish(fc->rc, err);
@@ -282,8 +281,7 @@ static void on_read_file(uint64_t call, const struct api_result *res, void *ud)
         err = 0; /* opened to write a file that is not there yet */
         f->dirty = 1;
     } else if (err) {
-        sandbox_fail(f->sb, -err, "read %s: ReadFile: %s: %s", f->path, res->error.code,
-                     res->error.message ? res->error.message : "");
+        sandbox_fail_call(f->sb, res, "read %s: ReadFile", f->path);
     } else {
         char *data = NULL;
         size_t len = 0;
@@ -670,8 +668,7 @@ static void on_written(uint64_t call, const struct api_result *res, void *ud)
         return;
     }
     if (res->err)
-        sandbox_fail(uc->f->sb, -res->err, "write %s: WriteFile: %s: %s", uc->f->path,
-                     res->error.code, res->error.message ? res->error.message : "");
+        sandbox_fail_call(uc->f->sb, res, "write %s: WriteFile", uc->f->path);
     upload_finish(uc, res->err, 1);
     pthread_mutex_unlock(&fs_lock);
 }
@@ -743,8 +740,7 @@ static void upload_stream_done(uint64_t call, const struct api_result *res, void
         return;
     }
     if (err)
-        sandbox_fail(uc->f->sb, -err, "write %s: StreamExec: %s: %s", uc->f->path, res->error.code,
-                     res->error.message ? res->error.message : "");
+        sandbox_fail_call(uc->f->sb, res, "write %s: StreamExec", uc->f->path);
     else
         err = rootfs_outcome_check(&uc->out, uc->f->sb, "write", uc->f->path);
     if (!err)

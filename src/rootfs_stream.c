@@ -131,9 +131,7 @@ static void chunk_done(uint64_t call, const struct api_result *res, void *ud)
         int err = res->err;
         if (err)
             s->err = s->err ? s->err
-                            : sandbox_fail(s->f->sb, -err, "read %s: StreamExec: %s: %s",
-                                           s->f->path, res->error.code,
-                                           res->error.message ? res->error.message : "");
+                            : sandbox_fail_call(s->f->sb, res, "read %s: StreamExec", s->f->path);
         else if ((err = rootfs_outcome_check(&c->out, s->f->sb, "read", s->f->path)) < 0)
             s->err = err;
         else if (c->off < c->start + c->len)

@@ -152,6 +152,21 @@ int sandbox_fail(struct sandbox *sb, int errnum, const char *fmt, ...)
     return -errnum;
 }
 
+int sandbox_fail_call(struct sandbox *sb, const struct api_result *res, const char *fmt, ...)
+{
+    char *what = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&what, fmt, ap) < 0)
+        what = NULL;
+    va_end(ap);
+    int err = sandbox_fail(sb, -res->err, "%s: %s: %s", what ? what : "a call",
+                           res->error.code ? res->error.code : "unknown",
+                           res->error.message ? res->error.message : "");
+    free(what);
+    return err;
+}
+
 static char *new_request_id(void)
 {
     unsigned char b[16];
@@ -429,8 +444,7 @@ static void on_polled(uint64_t call, const struct api_result *res, void *ud)
         sandbox_update_from(sb, msg);
         json_decref(msg);
     } else {
-        sandbox_fail(sb, -res->err, "GetSandbox: %s: %s", res->error.code,
-                     res->error.message ? res->error.message : "");
+        sandbox_fail_call(sb, res, "GetSandbox");
         if (sb->state == SB_PENDING || sb->state == SB_CREATING)
             fail_conts(sb, res->err, 0);
     }
@@ -577,8 +591,7 @@ static void on_created(uint64_t call, const struct api_result *res, void *ud)
     pthread_mutex_lock(&fs_lock);
     sb->create_inflight = 0;
     if (res->err) {
-        sandbox_fail(sb, -res->err, "start: CreateSandbox: %s: %s", res->error.code,
-                     res->error.message ? res->error.message : "");
+        sandbox_fail_call(sb, res, "start: CreateSandbox");
         /* Back to unstarted: the spec can be fixed and the start tried again. */
         sb->state = SB_UNSTARTED;
         fail_conts(sb, res->err, 0);
@@ -703,8 +716,7 @@ static void on_deleted(uint64_t call, const struct api_result *res, void *ud)
         json_decref(msg);
     } else if (err) {
         sb->stopping = 0;
-        sandbox_fail(sb, -err, "stop: DeleteSandbox: %s: %s", res->error.code,
-                     res->error.message ? res->error.message : "");
+        sandbox_fail_call(sb, res, "stop: DeleteSandbox");
     } else {
         json_t *got = json_object_get(res->response, "sandbox");
         if (json_is_object(got))
@@ -754,8 +766,7 @@ static void on_snapshot(uint64_t call, const struct api_result *res, void *ud)
     int err = res->err;
     const char *id = err ? NULL : pbjson_get_string(res->response, "fileSystemSnapshotId", NULL);
     if (err) {
-        sandbox_fail(sb, -err, "snapshot: CreateFileSystemSnapshot: %s: %s", res->error.code,
-                     res->error.message ? res->error.message : "");
+        sandbox_fail_call(sb, res, "snapshot: CreateFileSystemSnapshot");
     } else if (!id || !*id) {
         err = sandbox_fail(sb, EIO, "snapshot: the answer carries no fileSystemSnapshotId");
     } else {
