@@ -64,7 +64,7 @@ typedef void (*api_done_fn)(uint64_t call_id, const struct api_result *res, void
 typedef int (*api_message_fn)(uint64_t call_id, json_t *msg, void *ud);
 
 /* Produces the request body of a client-streaming call, in envelope-framed bytes
- * (see api_body_envelope). Called on the worker as curl needs data: write at most
+ * (see connect_envelope_json). Called on the worker as curl needs data: write at most
  * cap bytes into buf and return the count, 0 at the end of the body, or -errno to
  * fail the call. Returning API_BODY_PAUSE pauses the upload until api_resume_body. */
 typedef long (*api_body_fn)(uint64_t call_id, char *buf, size_t cap, void *ud);
@@ -112,10 +112,6 @@ void api_cancel(uint64_t call_id);
 /* Run fn(ud) on the worker thread after delay_ms (0 = soon). Any thread. Used for
  * polling and for work that must happen on the worker (kernel cache invalidation). */
 void api_schedule(long delay_ms, void (*fn)(void *ud), void *ud);
-
-/* Frame one JSON message as an envelope: writes header + JSON text into a malloc'ed
- * buffer returned in *out (length *len). */
-int api_body_envelope(const json_t *msg, uint8_t flags, char **out, size_t *len);
 
 /* Calls started per rpc since api_init, for .metrics: fills up to n (name, count)
  * pairs and returns how many rpcs have been called. names point to static strings. */

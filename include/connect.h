@@ -17,6 +17,9 @@
 /* Write the 5-byte envelope header (flags, 32-bit big-endian length) into hdr. */
 void connect_envelope_header(unsigned char hdr[CONNECT_ENVELOPE_HEADER], uint8_t flags,
                              uint32_t len);
+/* Frame one JSON message as an envelope: header + compact JSON text in one malloc'ed
+ * buffer (*out, *len). -EINVAL for no message, -ENOMEM, -EMSGSIZE above 4 GiB. */
+int connect_envelope_json(const json_t *msg, uint8_t flags, char **out, size_t *len);
 
 /* A Connect error, from a unary error body, an end-of-stream envelope, or made
  * up locally for transport failures. Strings are owned by the struct; free with

@@ -676,7 +676,7 @@ uint64_t api_server_stream(const char *rpc, json_t *request, api_message_fn on_m
     }
     c->on_message = on_message;
     if (!c->start_err) {
-        err = request ? api_body_envelope(request, 0, &c->req, &c->req_len) : -EINVAL;
+        err = request ? connect_envelope_json(request, 0, &c->req, &c->req_len) : -EINVAL;
         if (err)
             c->start_err = err;
     }
@@ -769,33 +769,6 @@ void api_schedule(long delay_ms, void (*fn)(void *ud), void *ud)
     }
     pthread_mutex_unlock(&api.lock);
     free(t);
-}
-
-int api_body_envelope(const json_t *msg, uint8_t flags, char **out, size_t *len)
-{
-    size_t n;
-    char *buf;
-
-    *out = NULL;
-    *len = 0;
-    if (!msg)
-        return -EINVAL;
-    n = json_dumpb(msg, NULL, 0, JSON_COMPACT);
-    if (n == 0)
-        return json_is_object(msg) || json_is_array(msg) ? -ENOMEM : -EINVAL;
-    if (n > UINT32_MAX)
-        return -EMSGSIZE;
-    buf = malloc(CONNECT_ENVELOPE_HEADER + n);
-    if (!buf)
-        return -ENOMEM;
-    if (json_dumpb(msg, buf + CONNECT_ENVELOPE_HEADER, n, JSON_COMPACT) != n) {
-        free(buf);
-        return -ENOMEM;
-    }
-    connect_envelope_header((unsigned char *)buf, flags, (uint32_t)n);
-    *out = buf;
-    *len = CONNECT_ENVELOPE_HEADER + n;
-    return 0;
 }
 
 size_t api_call_counts(const char **names, uint64_t *counts_out, size_t n)

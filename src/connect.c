@@ -531,3 +531,31 @@ out:
     json_decref(obj);
     return rc;
 }
+
+int connect_envelope_json(const json_t *msg, uint8_t flags, char **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    if (!msg)
+        return -EINVAL;
+    /* One serialisation (json_dumpb twice, once for the size, doubled the cost of every
+     * upload's messages); the text then moves up for the header. */
+    char *text = json_dumps(msg, JSON_COMPACT);
+    if (!text)
+        return json_is_object(msg) || json_is_array(msg) ? -ENOMEM : -EINVAL;
+    size_t n = strlen(text);
+    if (n > UINT32_MAX) {
+        free(text);
+        return -EMSGSIZE;
+    }
+    char *buf = realloc(text, CONNECT_ENVELOPE_HEADER + n);
+    if (!buf) {
+        free(text);
+        return -ENOMEM;
+    }
+    memmove(buf + CONNECT_ENVELOPE_HEADER, buf, n);
+    connect_envelope_header((unsigned char *)buf, flags, (uint32_t)n);
+    *out = buf;
+    *len = CONNECT_ENVELOPE_HEADER + n;
+    return 0;
+}

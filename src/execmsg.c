@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api.h"
+#include "connect.h"
 #include "pbjson.h"
 
 static const char *const stream_names[] = {"STREAM_UNSPECIFIED", "STREAM_STDOUT", "STREAM_STDERR"};
@@ -52,7 +52,7 @@ void execmsg_clear(struct execmsg *m)
 
 static int envelope(json_t *msg, char **out, size_t *len)
 {
-    int rc = msg ? api_body_envelope(msg, 0, out, len) : -ENOMEM;
+    int rc = msg ? connect_envelope_json(msg, 0, out, len) : -ENOMEM;
     json_decref(msg);
     return rc;
 }

@@ -748,7 +748,7 @@ static void test_body_envelope(void **state)
     char *out = NULL;
     size_t len = 0;
     const char *want = "{\"a\":\"b\",\"n\":1}";
-    assert_int_equal(api_body_envelope(msg, CONNECT_FLAG_END_STREAM, &out, &len), 0);
+    assert_int_equal(connect_envelope_json(msg, CONNECT_FLAG_END_STREAM, &out, &len), 0);
     assert_int_equal(len, 5 + strlen(want));
     assert_int_equal((unsigned char)out[0], CONNECT_FLAG_END_STREAM);
     assert_int_equal((unsigned char)out[1], 0);
