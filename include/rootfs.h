@@ -28,9 +28,8 @@ extern long rootfs_window;
 struct rootfs_file; /* an open file's spool */
 struct rootfs_dir;  /* an open directory's entries */
 
-void rootfs_cache_free(struct sandbox *sb);
-/* A command ran: any listing of this sandbox may be stale. */
-void rootfs_cache_drop(struct sandbox *sb);
+/* Frees the file cache with its sandbox; a command that ran drops its listings. */
+extern const struct sandbox_hooks rootfs_hooks;
 
 void rootfs_lookup(fuse_req_t req, struct sandbox *sb, const char *dir, const char *name);
 void rootfs_getattr(fuse_req_t req, struct node *n);

@@ -16,10 +16,9 @@
 
 #include "execmsg.h"
 #include "fs.h"
-#include "outbuf.h"
 #include "park.h"
-
-extern pthread_mutex_t fs_lock;
+#include "session.h"
+#include "stream.h"
 
 /* The annotation that keeps the name a sandbox was made with. */
 #define SANDBOX_NAME_ANNOTATION "cwsfs-name"
@@ -40,17 +39,6 @@ enum sb_state {
 
 struct sandbox;
 typedef void (*sandbox_ready_fn)(struct sandbox *sb, int err, void *ud);
-
-/* A byte stream readers follow: exec stdout/stderr, logs, events. */
-struct stream {
-    struct outbuf ob; /* fd -1 until the first byte (no fd for silent commands) */
-    int ended;        /* no more bytes will come */
-    int err;          /* 0, or -errno readers get after the last byte instead of EOF */
-    int lost;         /* errno of the first output not kept (spool full, no descriptor):
-                       * later output is not kept and readers get EIO after the kept bytes */
-    int missed_told;  /* a reader missed bytes dropped beyond the cap: said once in error */
-    struct waitq readers;
-};
 
 struct exec {
     unsigned no; /* N of exec/N, from 1 */
@@ -115,20 +103,6 @@ struct sandbox {
     UT_hash_handle hh;                   /* sandboxes by name */
     struct sandbox *all_prev, *all_next; /* every sandbox not yet freed, for fs_free */
 };
-
-/* Session-wide state, set by fs_init. */
-struct session {
-    struct fs_options opts;
-    char **tags; /* effective session tags */
-    size_t ntags;
-    char *spool_dir;
-    struct sandbox *by_name;
-    uint64_t next_serial;
-    struct timespec list_fetched; /* last ListSandboxes, CLOCK_MONOTONIC */
-    uint64_t execs_started;
-    uint64_t bytes_out, bytes_read, bytes_written;
-};
-extern struct session session;
 
 const char *sandbox_state_name(enum sb_state st);
 int sandbox_is_terminal(enum sb_state st);
@@ -197,13 +171,25 @@ void sandbox_list_prime(void);
 
 /* logs.c: make sure StreamLogs follows this sandbox's main process (first reader starts it). */
 void sandbox_logs_follow(struct sandbox *sb);
+extern const struct sandbox_hooks logs_hooks;
 
-/* Streams. */
-int stream_append(struct stream *st, const void *data, size_t len);
-/* A failed stream_append: said once in the sandbox's error (WHAT names the stream). */
-void stream_lost(struct sandbox *sb, struct stream *st, int err, const char *what);
-void stream_end(struct stream *st, int err);
-void stream_free(struct stream *st);
+/* What other modules keep per sandbox (execs, the file cache) and what follows its
+ * state (logs) is theirs: they register hooks (fs_init wires them), so this module
+ * calls none of them by name. Any hook may be NULL. */
+struct sandbox_hooks {
+    void (*freed)(struct sandbox *sb);         /* free what you keep for it */
+    void (*changed)(struct sandbox *sb);       /* the service's word on it changed */
+    void (*files_changed)(struct sandbox *sb); /* a command ran: its files may differ */
+};
+/* At most SANDBOX_HOOKS_MAX sets; 0, or -ENOSPC past that. */
+#define SANDBOX_HOOKS_MAX 8
+int sandbox_add_hooks(const struct sandbox_hooks *h);
+/* A command ran in sb (its files_changed hooks run). */
+void sandbox_files_changed(struct sandbox *sb);
+
+/* A stream_append that failed: the stream keeps nothing more and `error` says so once
+ * (WHAT names the stream). */
+void sandbox_output_lost(struct sandbox *sb, struct stream *st, int err, const char *what);
 
 /* Execs: exec_start creates exec/N and starts StreamExec; fn when `ready` arrives or
  * the start failed. */
@@ -211,6 +197,7 @@ int exec_start(struct sandbox *sb, char **argv, size_t argc, const char *cmdline
                sandbox_ready_fn fn, void *ud);
 struct exec *exec_get(struct sandbox *sb, unsigned no);
 void exec_free(struct exec *ex);
+extern const struct sandbox_hooks exec_hooks; /* frees a sandbox's execs */
 void exec_status_line(const struct exec *ex, char *buf, size_t size);
 
 /* Blocking helper for start-up and shutdown only (never in a FUSE callback). */

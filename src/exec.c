@@ -83,13 +83,13 @@ static int exec_on_message(uint64_t call, json_t *msg, void *ud)
         if (rc < 0) {
             char what[48];
             snprintf(what, sizeof(what), "exec %u: %s", ex->no, m.is_stderr ? "stderr" : "stdout");
-            stream_lost(sb, st, rc, what);
+            sandbox_output_lost(sb, st, rc, what);
         }
         session.bytes_out += m.len;
     } else if (m.kind == EXECMSG_EXIT) {
         ex->exit_code = m.exit_code;
         ex->ended = 1;
-        rootfs_cache_drop(sb);
+        sandbox_files_changed(sb);
     } else if (m.kind == EXECMSG_ERROR) {
         free(ex->failure);
         ex->failure = strdup(m.error);
@@ -135,7 +135,7 @@ static void exec_on_done(uint64_t call, const struct api_result *res, void *ud)
         err = -EIO;
     }
     ex->ended = 1;
-    rootfs_cache_drop(sb); /* what the command changed is seen at the next open */
+    sandbox_files_changed(sb); /* what the command changed is seen at the next open */
     execbody_free(&ex->body);
     exec_tell_started(ex, err);
     stream_end(&ex->out, err);
@@ -185,3 +185,14 @@ fail:
     exec_free(ex);
     return -ENOMEM;
 }
+
+static void exec_free_all(struct sandbox *sb)
+{
+    for (unsigned i = 0; i < sb->nexecs; i++)
+        exec_free(sb->execs[i]);
+    free(sb->execs);
+    sb->execs = NULL;
+    sb->nexecs = sb->execs_cap = 0;
+}
+
+const struct sandbox_hooks exec_hooks = {.freed = exec_free_all};

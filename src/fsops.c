@@ -864,6 +864,9 @@ int fs_init(const struct fs_options *opts)
     session.ntags = opts->ntags ? opts->ntags : 1;
     if (opts->window_mib > 0)
         rootfs_window = opts->window_mib << 20;
+    sandbox_add_hooks(&exec_hooks);
+    sandbox_add_hooks(&logs_hooks);
+    sandbox_add_hooks(&rootfs_hooks);
     const char *base = opts->spool_dir ? opts->spool_dir : getenv("XDG_RUNTIME_DIR");
     if (!base || access(base, W_OK) != 0)
         base = "/tmp";

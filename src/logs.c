@@ -22,7 +22,7 @@ static int on_log_entry(uint64_t call, json_t *msg, void *ud)
     if (pbjson_get_bytes(msg, "data", &data, &len) == 0 && len) {
         int rc = stream_append(&sb->logs, data, len);
         if (rc < 0)
-            stream_lost(sb, &sb->logs, rc, "logs");
+            sandbox_output_lost(sb, &sb->logs, rc, "logs");
         session.bytes_out += len;
         sb->logs_retries = 0; /* a job that runs for days may see many breaks */
     }
@@ -96,3 +96,12 @@ void sandbox_logs_follow(struct sandbox *sb)
     sb->logs_started = 1;
     logs_start(sb);
 }
+
+/* Readers waiting for the main process's output once it may have some: follow it. */
+static void logs_state_changed(struct sandbox *sb)
+{
+    if (sb->logs.readers.head && sb->state != SB_PENDING && sb->state != SB_CREATING)
+        sandbox_logs_follow(sb);
+}
+
+const struct sandbox_hooks logs_hooks = {.changed = logs_state_changed};

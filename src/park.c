@@ -19,7 +19,7 @@
 #include "api.h"
 #include "interrupt.h"
 #include "log.h"
-#include "sandbox.h"
+#include "session.h"
 
 #define INTERRUPT_RECHECK_MS 200
 

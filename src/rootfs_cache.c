@@ -43,7 +43,7 @@ static void dirlist_free(struct dirlist *dl)
     free(dl);
 }
 
-void rootfs_cache_free(struct sandbox *sb)
+static void rootfs_cache_free(struct sandbox *sb)
 {
     if (!sb->dircache)
         return;
@@ -62,7 +62,7 @@ void rootfs_cache_free(struct sandbox *sb)
     sb->dircache = NULL;
 }
 
-void rootfs_cache_drop(struct sandbox *sb)
+static void rootfs_cache_drop(struct sandbox *sb)
 {
     struct dirlist *dl, *tmp;
     if (sb->dircache)
@@ -285,3 +285,6 @@ void rootfs_spool_attr(struct rootfs_file *f, const struct stat *listed, fuse_in
     }
     st->st_ino = ino;
 }
+
+const struct sandbox_hooks rootfs_hooks = {.freed = rootfs_cache_free,
+                                           .files_changed = rootfs_cache_drop};

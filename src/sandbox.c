@@ -21,9 +21,6 @@
 #include "pbjson.h"
 #include "rootfs.h"
 
-pthread_mutex_t fs_lock = PTHREAD_MUTEX_INITIALIZER;
-struct session session;
-
 #define DEFAULT_IMAGE "python:3.11"
 /* The SDKs' keep-alive: runs until SIGTERM, then exits 0. */
 #define KEEPALIVE_SCRIPT "trap \"exit 0\" TERM INT; sleep infinity & wait"
@@ -108,15 +105,35 @@ static void remember_removed(const char *id)
     HASH_ADD_STR(removed_ids, id, r);
 }
 
+static const struct sandbox_hooks *hooks[SANDBOX_HOOKS_MAX];
+static size_t nhooks;
+
+int sandbox_add_hooks(const struct sandbox_hooks *h)
+{
+    for (size_t i = 0; i < nhooks; i++)
+        if (hooks[i] == h)
+            return 0;
+    if (nhooks == SANDBOX_HOOKS_MAX)
+        return -ENOSPC;
+    hooks[nhooks++] = h;
+    return 0;
+}
+
+void sandbox_files_changed(struct sandbox *sb)
+{
+    for (size_t i = 0; i < nhooks; i++)
+        if (hooks[i]->files_changed)
+            hooks[i]->files_changed(sb);
+}
+
 static void sandbox_free(struct sandbox *sb)
 {
     DL_DELETE2(all_sandboxes, sb, all_prev, all_next);
-    for (unsigned i = 0; i < sb->nexecs; i++)
-        exec_free(sb->execs[i]);
-    free(sb->execs);
+    for (size_t i = 0; i < nhooks; i++)
+        if (hooks[i]->freed)
+            hooks[i]->freed(sb);
     stream_free(&sb->events);
     stream_free(&sb->logs);
-    rootfs_cache_free(sb);
     json_decref(sb->spec);
     json_decref(sb->remote);
     free(sb->name);
@@ -269,7 +286,7 @@ static void events_line(struct sandbox *sb)
     strcat(line, "\n");
     int rc = stream_append(&sb->events, line, strlen(line));
     if (rc < 0)
-        stream_lost(sb, &sb->events, rc, "events");
+        sandbox_output_lost(sb, &sb->events, rc, "events");
 }
 
 int sandbox_create_local(const char *name, struct sandbox **out)
@@ -577,8 +594,9 @@ void sandbox_update_from(struct sandbox *sb, json_t *msg)
         json_decref(sb->remote);
         sb->remote = msg;
     }
-    if (sb->logs.readers.head && sb->state != SB_PENDING && sb->state != SB_CREATING)
-        sandbox_logs_follow(sb);
+    for (size_t i = 0; i < nhooks; i++)
+        if (hooks[i]->changed)
+            hooks[i]->changed(sb);
     run_conts(sb);
     park_wake(&sb->events.readers);
 }
@@ -798,51 +816,18 @@ void sandbox_snapshot(struct sandbox *sb, sandbox_ready_fn fn, void *ud)
     api_unary("CreateFileSystemSnapshot", req, API_IDEMPOTENT, on_snapshot, op);
 }
 
-/* ---- streams ---- */
+/* ---- output ---- */
 
-int stream_append(struct stream *st, const void *data, size_t len)
+void sandbox_output_lost(struct sandbox *sb, struct stream *st, int err, const char *what)
 {
-    int rc = 0;
-    /* After a loss nothing more is kept: a stream with a gap in the middle would read
-     * as if whole. */
-    if (st->lost)
-        return -st->lost;
-    if (st->ob.fd < 0 && !st->ob.path)
-        rc = outbuf_init(&st->ob, session.spool_dir, 0);
-    if (rc == 0)
-        rc = outbuf_append(&st->ob, data, len);
-    park_wake(&st->readers);
-    return rc;
-}
-
-void stream_lost(struct sandbox *sb, struct stream *st, int err, const char *what)
-{
-    if (st->lost)
+    if (!stream_mark_lost(st, err))
         return;
-    st->lost = -err;
-    park_wake(&st->readers);
     if (err == -ENOSPC || err == -EDQUOT || err == -EFBIG)
         sandbox_fail(sb, ENOSPC, "%s: output lost after %llu bytes: spool full (%s)", what,
                      (unsigned long long)st->ob.produced, session.spool_dir);
     else
         sandbox_fail(sb, -err, "%s: output lost after %llu bytes: the spool could not keep it: %s",
                      what, (unsigned long long)st->ob.produced, strerror(-err));
-}
-
-void stream_end(struct stream *st, int err)
-{
-    if (st->ended)
-        return;
-    st->ended = 1;
-    st->err = err;
-    /* Nothing more will be written: no descriptor is kept for a finished stream. */
-    outbuf_idle(&st->ob);
-    park_wake(&st->readers);
-}
-
-void stream_free(struct stream *st)
-{
-    outbuf_free(&st->ob);
 }
 
 /* ---- shutdown ---- */

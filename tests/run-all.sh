@@ -11,8 +11,9 @@ step() { printf '\n==== %s\n' "$*"; }
 step "setup and build (-Werror)"
 SETUP_EXTRA_PACKAGES="clang-format shellcheck" BUILD_DIR=$top/build tests/setup.sh -DCWSFS_WERROR=ON
 
-step "format and shell lint"
+step "format and shell lint; module graph without a cycle"
 clang-format --dry-run -Werror src/*.c include/*.h tests/unit/*.c
+python3 tests/depgraph.py build --check >/dev/null || { python3 tests/depgraph.py build; exit 1; }
 shellcheck -S warning -x tests/*.sh tests/integration/*.sh examples/*.sh bench/*.sh .ci/run
 
 # The sanitizer build compiles while the unit and backend tests run (they mostly wait).
