@@ -100,6 +100,9 @@ struct rootfs_file {
 /* Freed with its spool (kept when it holds unsent data), off the open files. */
 void rootfs_file_free(struct rootfs_file *f);
 int rootfs_write_all(int fd, const char *data, size_t len, off_t off);
+/* The service refused a ReadFile/WriteFile for its size (StreamExec has no cap). */
+struct api_result;
+int rootfs_too_large(const struct api_result *res);
 /* " full" when a spool write failed for want of space (for `error`), else "". */
 const char *rootfs_spool_full(int err);
 

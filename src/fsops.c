@@ -17,40 +17,21 @@
 #include <unistd.h>
 #include <utlist.h>
 
-#include "api.h"
-#include "control.h"
 #include "ctl.h"
 #include "fs.h"
+#include "fsops_int.h"
 #include "fsreq.h"
 #include "log.h"
 #include "node.h"
 #include "park.h"
-#include "reader.h"
 #include "rootfs.h"
 #include "sandbox.h"
 #include "tree.h"
 
-struct dirent_snap {
-    char *name;
-    struct stat st;
-};
-
-/* An open pseudo-file or pseudo-directory. rootfs nodes use rootfs.c's handles. */
-struct handle {
-    struct handle *prev, *next; /* in open_handles, freed at fs_free if never released */
-    char *text;                 /* snapshot files: rendered once at open */
-    size_t len;
-    int nonblock;
-    uint64_t shift;           /* streams: see reader_read */
-    struct ctl_lines lines;   /* ctl */
-    struct dirent_snap *ents; /* directories */
-    size_t nents;
-};
-
 static struct fuse_session *fuse_se;
 static struct handle *open_handles;
 
-static struct handle *handle_new(void)
+struct handle *fsops_handle_new(void)
 {
     struct handle *h = calloc(1, sizeof(*h));
     if (h)
@@ -252,7 +233,7 @@ static void opendir_after_list(struct sandbox *unused, int err, void *ud)
     struct handle *h = NULL;
     if (!fsreq_claim(&oc->fr)) {
         /* interrupted: answered already */
-    } else if (!(h = handle_new())) {
+    } else if (!(h = fsops_handle_new())) {
         fuse_reply_err(oc->fr.req, ENOMEM);
     } else {
         tree_list(node_by_ino(FUSE_ROOT_ID), snap_add, h);
@@ -281,7 +262,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
             sandbox_list_refresh(opendir_after_list, oc);
         }
     } else {
-        struct handle *h = handle_new();
+        struct handle *h = fsops_handle_new();
         if (!h) {
             fuse_reply_err(req, ENOMEM);
         } else {
@@ -357,7 +338,7 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
     do_readdir(req, ino, size, off, fi, 1);
 }
 
-static void handle_free(void *fh)
+void fsops_handle_free(void *fh)
 {
     struct handle *h = fh;
     DL_DELETE(open_handles, h);
@@ -376,7 +357,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
     if (n && n->kind == N_ROOTFS)
         rootfs_releasedir((struct rootfs_dir *)(uintptr_t)fi->fh);
     else
-        handle_free((struct handle *)(uintptr_t)fi->fh);
+        fsops_handle_free((struct handle *)(uintptr_t)fi->fh);
     pthread_mutex_unlock(&fs_lock);
     fuse_reply_err(req, 0);
 }
@@ -522,244 +503,6 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
     op_not_supported(req);
 }
 
-/* ---- files ---- */
-
-/* `status` says what the service says: an open whose last answer is older than a
- * second waits for a GetSandbox (bounded by timeout=, interruptible), and reads
- * `unknown` when the service cannot be reached. It never waits for a change. */
-struct status_open {
-    struct fsreq fr;
-    struct fuse_file_info fi;
-    fuse_ino_t ino;
-    struct handle *h;
-};
-
-/* Whatever the poll's outcome: a failed one shows in the status line and `error`. */
-static void status_polled(struct sandbox *sb, int err, void *ud)
-{
-    struct status_open *so = ud;
-    struct node *n = node_by_ino(so->ino);
-    if (!fsreq_claim(&so->fr)) {
-        handle_free(so->h); /* interrupted: answered already */
-    } else if (!n) {
-        handle_free(so->h);
-        fuse_reply_err(so->fr.req, ENOENT);
-    } else {
-        so->h->text = tree_render(n);
-        so->h->len = so->h->text ? strlen(so->h->text) : 0;
-        fuse_reply_open(so->fr.req, &so->fi);
-    }
-    fsreq_end(&so->fr);
-    free(so);
-}
-
-static void status_open_after_poll(fuse_req_t req, struct node *n, struct fuse_file_info *fi,
-                                   struct handle *h)
-{
-    struct status_open *so = calloc(1, sizeof(*so));
-    if (!so) {
-        handle_free(h);
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
-    so->fi = *fi;
-    so->ino = n->ino;
-    so->h = h;
-    fsreq_start(&so->fr, req);
-    sandbox_when_polled(n->sb, status_polled, so);
-}
-
-static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-    pthread_mutex_lock(&fs_lock);
-    struct node *n = node_by_ino(ino);
-    int writing = (fi->flags & O_ACCMODE) != O_RDONLY;
-    if (!n || tree_gone(n->sb)) {
-        fuse_reply_err(req, ENOENT);
-    } else if (n->kind == N_ROOTFS) {
-        rootfs_open(req, n, fi);
-    } else if (n->kind != N_FILE && n->kind != N_METRICS) {
-        fuse_reply_err(req, EISDIR);
-    } else if (writing && !(n->kind == N_FILE && n->file == P_CTL)) {
-        fuse_reply_err(req, EACCES);
-    } else if (n->exec_no && !exec_get(n->sb, n->exec_no)) {
-        fuse_reply_err(req, ENOENT);
-    } else {
-        struct handle *h = handle_new();
-        if (!h) {
-            fuse_reply_err(req, ENOMEM);
-        } else {
-            h->nonblock = !!(fi->flags & O_NONBLOCK);
-            fi->fh = (uintptr_t)h;
-            fi->direct_io = 1;
-            if (n->kind == N_FILE && n->file == P_STATUS && sandbox_status_stale(n->sb)) {
-                status_open_after_poll(req, n, fi, h);
-                pthread_mutex_unlock(&fs_lock);
-                return;
-            }
-            if (!tree_is_stream(n)) {
-                h->text = tree_render(n);
-                h->len = h->text ? strlen(h->text) : 0;
-            } else if (n->file == P_LOGS && n->sb->state != SB_UNSTARTED) {
-                sandbox_logs_follow(n->sb);
-            }
-            if (tree_is_stream(n) && !h->nonblock)
-                reader_open(req, n, fi, handle_free);
-            else
-                fuse_reply_open(req, fi);
-        }
-    }
-    pthread_mutex_unlock(&fs_lock);
-}
-
-static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-                      struct fuse_file_info *fi)
-{
-    pthread_mutex_lock(&fs_lock);
-    struct node *p = node_by_ino(parent);
-    if (!p || tree_gone(p->sb))
-        fuse_reply_err(req, ENOENT);
-    else if (p->kind == N_ROOTFS)
-        rootfs_create(req, p, name, mode, fi);
-    else
-        fuse_reply_err(req, EACCES);
-    pthread_mutex_unlock(&fs_lock);
-}
-
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                    struct fuse_file_info *fi)
-{
-    pthread_mutex_lock(&fs_lock);
-    struct node *n = node_by_ino(ino);
-    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-    if (!n) {
-        fuse_reply_err(req, ENOENT);
-    } else if (n->kind == N_ROOTFS) {
-        rootfs_read(req, (struct rootfs_file *)(uintptr_t)fi->fh, size, off);
-    } else if (tree_is_stream(n)) {
-        reader_read(req, n, size, off, h->nonblock, &h->shift);
-    } else if ((size_t)off >= h->len) {
-        fuse_reply_buf(req, NULL, 0);
-    } else {
-        size_t len = h->len - (size_t)off;
-        fuse_reply_buf(req, h->text + off, len < size ? len : size);
-    }
-    pthread_mutex_unlock(&fs_lock);
-}
-
-struct line_batch {
-    char **lines;
-    size_t *lens; /* a line may hold a NUL byte, which the parser refuses */
-    size_t n;
-};
-
-static int collect_line(const char *line, size_t len, void *ud)
-{
-    struct line_batch *lb = ud;
-    char **lines = realloc(lb->lines, (lb->n + 1) * sizeof(*lines));
-    if (!lines)
-        return -ENOMEM;
-    lb->lines = lines;
-    size_t *lens = realloc(lb->lens, (lb->n + 1) * sizeof(*lens));
-    if (!lens)
-        return -ENOMEM;
-    lb->lens = lens;
-    char *copy = malloc(len + 1);
-    if (!copy)
-        return -ENOMEM;
-    memcpy(copy, line, len);
-    copy[len] = '\0';
-    lb->lines[lb->n] = copy;
-    lb->lens[lb->n++] = len;
-    return 0;
-}
-
-static void batch_free(struct line_batch *lb)
-{
-    for (size_t i = 0; i < lb->n; i++)
-        free(lb->lines[i]);
-    free(lb->lines);
-    free(lb->lens);
-}
-
-static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
-                     struct fuse_file_info *fi)
-{
-    pthread_mutex_lock(&fs_lock);
-    struct node *n = node_by_ino(ino);
-    if (!n || tree_gone(n->sb)) {
-        fuse_reply_err(req, ENOENT);
-    } else if (n->kind == N_ROOTFS) {
-        rootfs_write(req, (struct rootfs_file *)(uintptr_t)fi->fh, buf, size, off);
-    } else if (n->kind != N_FILE || n->file != P_CTL) {
-        fuse_reply_err(req, EBADF);
-    } else {
-        struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-        struct line_batch lb = {0};
-        int rc = ctl_lines_feed(&h->lines, buf, size, collect_line, &lb);
-        if (rc == -E2BIG) {
-            sandbox_fail(n->sb, EINVAL, "ctl: a line longer than %u bytes was refused",
-                         CTL_MAX_LINE);
-            fuse_reply_err(req, EINVAL);
-        } else if (rc < 0) {
-            fuse_reply_err(req, -rc);
-        } else if (lb.n == 0) {
-            fuse_reply_write(req, size);
-        } else {
-            control_submit(n->sb, req, lb.lines, lb.lens, lb.n, (long)size);
-        }
-        batch_free(&lb);
-    }
-    pthread_mutex_unlock(&fs_lock);
-}
-
-static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-    pthread_mutex_lock(&fs_lock);
-    struct node *n = node_by_ino(ino);
-    if (!n) {
-        fuse_reply_err(req, 0);
-    } else if (n->kind == N_ROOTFS) {
-        rootfs_flush(req, (struct rootfs_file *)(uintptr_t)fi->fh);
-    } else {
-        fuse_reply_err(req, 0);
-    }
-    pthread_mutex_unlock(&fs_lock);
-}
-
-static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
-{
-    pthread_mutex_lock(&fs_lock);
-    struct node *n = node_by_ino(ino);
-    if (n && n->kind == N_ROOTFS)
-        rootfs_flush(req, (struct rootfs_file *)(uintptr_t)fi->fh);
-    else
-        fuse_reply_err(req, 0);
-    pthread_mutex_unlock(&fs_lock);
-}
-
-static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-    pthread_mutex_lock(&fs_lock);
-    struct node *n = node_by_ino(ino);
-    struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-    if (n && n->kind == N_ROOTFS) {
-        rootfs_release((struct rootfs_file *)(uintptr_t)fi->fh);
-    } else {
-        /* An unterminated last line runs at the last close. Not at FLUSH: that comes
-         * at every close of every duplicate of the descriptor (a forked child exiting,
-         * a shell's dup2 dance around a builtin), in the middle of a line. */
-        struct line_batch lb = {0};
-        if (n && n->kind == N_FILE && n->file == P_CTL && !tree_gone(n->sb) &&
-            ctl_lines_finish(&h->lines, collect_line, &lb) == 0 && lb.n)
-            control_submit(n->sb, NULL, lb.lines, lb.lens, lb.n, -1);
-        batch_free(&lb);
-        handle_free(h);
-    }
-    pthread_mutex_unlock(&fs_lock);
-    fuse_reply_err(req, 0);
-}
-
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
     struct statvfs st = {.f_bsize = 4096, .f_frsize = 4096, .f_namemax = 255};
@@ -833,12 +576,12 @@ const struct fuse_lowlevel_ops fs_ops = {
     .symlink = op_symlink,
     .rename = op_rename,
     .link = op_link,
-    .open = op_open,
-    .read = op_read,
-    .write = op_write,
-    .flush = op_flush,
-    .release = op_release,
-    .fsync = op_fsync,
+    .open = fsops_open,
+    .read = fsops_read,
+    .write = fsops_write,
+    .flush = fsops_flush,
+    .release = fsops_release,
+    .fsync = fsops_fsync,
     .opendir = op_opendir,
     .readdir = op_readdir,
     .readdirplus = op_readdirplus,
@@ -848,7 +591,7 @@ const struct fuse_lowlevel_ops fs_ops = {
     .getxattr = op_getxattr,
     .listxattr = op_listxattr,
     .removexattr = op_removexattr,
-    .create = op_create,
+    .create = fsops_create,
     .getlk = op_getlk,
     .setlk = op_setlk,
     .flock = op_flock,
@@ -910,7 +653,7 @@ void fs_free(void)
     pthread_mutex_lock(&fs_lock);
     park_drain();
     while (open_handles) /* open when the kernel went away: no release will come */
-        handle_free(open_handles);
+        fsops_handle_free(open_handles);
     node_destroy_all();
     struct sandbox *sb, *tmp;
     HASH_ITER(hh, session.by_name, sb, tmp)

@@ -12,10 +12,6 @@
 #include <unistd.h>
 #include <utlist.h>
 
-#include "api.h"
-#include "listing.h"
-#include "log.h"
-#include "pbjson.h"
 #include "rootfs_int.h"
 
 /* ---- lookup, getattr, readlink ---- */
