@@ -1,4 +1,5 @@
-/* sandbox.c - sandboxes of the session: spec, lifecycle, stop and snapshot, streams.
+/* sandbox.c - sandboxes of the session: spec, lifecycle and its polling (stop,
+ * snapshot and shutdown are sandbox_ops.c's).
  *
  * A sandbox made by mkdir holds a pending spec and costs no call until something
  * needs it running: then CreateSandbox (with a requestId fixed for its life, so a
@@ -19,12 +20,11 @@
 #include "api.h"
 #include "log.h"
 #include "pbjson.h"
-#include "rootfs.h"
+#include "sandbox_int.h"
 
 #define DEFAULT_IMAGE "python:3.11"
 /* The SDKs' keep-alive: runs until SIGTERM, then exits 0. */
 #define KEEPALIVE_SCRIPT "trap \"exit 0\" TERM INT; sleep infinity & wait"
-#define STOP_GRACE_DEFAULT_S 10
 #define POLL_FIRST_MS 200
 #define POLL_MAX_MS 2000
 #define POLL_WATCH_MS 1000
@@ -184,7 +184,7 @@ int sandbox_fail_call(struct sandbox *sb, const struct api_result *res, const ch
     return err;
 }
 
-static char *new_request_id(void)
+char *sandbox_new_request_id(void)
 {
     unsigned char b[16];
     if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b))
@@ -279,7 +279,7 @@ int sandbox_was_removed(const char *id)
 
 static void fail_conts(struct sandbox *sb, int err, int want_terminal);
 
-static void events_line(struct sandbox *sb)
+void sandbox_events_line(struct sandbox *sb)
 {
     char line[300];
     sandbox_status_line(sb, line, sizeof(line) - 1);
@@ -302,12 +302,12 @@ int sandbox_create_local(const char *name, struct sandbox **out)
         return -ENOMEM;
     sb->created_here = 1;
     sb->spec = default_spec(name);
-    sb->request_id = new_request_id();
+    sb->request_id = sandbox_new_request_id();
     if (!sb->spec || !sb->request_id) {
         sandbox_remove(sb);
         return -ENOMEM;
     }
-    events_line(sb);
+    sandbox_events_line(sb);
     *out = sb;
     return 0;
 }
@@ -423,8 +423,6 @@ static int needs_poll(const struct sandbox *sb)
            sb->state == SB_CREATING;
 }
 
-static void poll_schedule(struct sandbox *sb, long delay_ms);
-
 static void poll_waiters_run(struct sandbox *sb, int err)
 {
     struct sb_cont *waiters = sb->poll_waiters, *c, *tmp;
@@ -473,7 +471,7 @@ static void on_polled(uint64_t call, const struct api_result *res, void *ud)
                 sb->poll_delay_ms = POLL_MAX_MS;
             next = sb->poll_delay_ms;
         }
-        poll_schedule(sb, next);
+        sandbox_poll_schedule(sb, next);
     }
     poll_waiters_run(sb, res->err);
     sandbox_unref(sb);
@@ -506,7 +504,7 @@ static void poll_tick(void *ud)
     pthread_mutex_unlock(&fs_lock);
 }
 
-static void poll_schedule(struct sandbox *sb, long delay_ms)
+void sandbox_poll_schedule(struct sandbox *sb, long delay_ms)
 {
     if (sb->poll_scheduled || sb->poll_inflight)
         return;
@@ -529,7 +527,7 @@ void sandbox_refresh(struct sandbox *sb)
     if (poll_age_ms(sb) >= 1000)
         poll_now(sb);
     if (needs_poll(sb))
-        poll_schedule(sb, POLL_WATCH_MS);
+        sandbox_poll_schedule(sb, POLL_WATCH_MS);
 }
 
 int sandbox_status_stale(const struct sandbox *sb)
@@ -581,7 +579,7 @@ void sandbox_update_from(struct sandbox *sb, json_t *msg)
                 sb->exit_code = (int)code;
             else if (next == SB_COMPLETED)
                 sb->exit_code = 0;
-            events_line(sb);
+            sandbox_events_line(sb);
             clock_gettime(CLOCK_REALTIME, &sb->mtime);
             if (sandbox_is_terminal(next)) {
                 sb->stopping = 0;
@@ -622,7 +620,7 @@ static void on_created(uint64_t call, const struct api_result *res, void *ud)
             fail_conts(sb, -EIO, 0);
         } else if (needs_poll(sb)) {
             sb->poll_delay_ms = 0;
-            poll_schedule(sb, POLL_FIRST_MS);
+            sandbox_poll_schedule(sb, POLL_FIRST_MS);
         }
     }
     sandbox_unref(sb);
@@ -635,7 +633,7 @@ static void sandbox_start(struct sandbox *sb)
         return;
     sb->create_inflight = 1;
     sb->state = SB_PENDING;
-    events_line(sb);
+    sandbox_events_line(sb);
     json_t *req =
         json_pack("{s:{s:O}, s:s}", "sandbox", "spec", sb->spec, "requestId", sb->request_id);
     sandbox_ref(sb);
@@ -646,7 +644,7 @@ int sandbox_spec_changed(struct sandbox *sb)
 {
     /* A retried create must be the same create, but a changed spec is a new one: the
      * service may answer an old requestId with the old result. */
-    char *rid = new_request_id();
+    char *rid = sandbox_new_request_id();
     if (!rid)
         return -ENOMEM;
     free(sb->request_id);
@@ -691,180 +689,4 @@ void sandbox_when_terminal(struct sandbox *sb, sandbox_ready_fn fn, void *ud)
         return;
     }
     sandbox_refresh(sb);
-}
-
-/* ---- stop, snapshot ---- */
-
-struct op_ctx {
-    struct sandbox *sb;
-    sandbox_ready_fn fn;
-    void *ud;
-};
-
-static struct op_ctx *op_ctx_new(struct sandbox *sb, sandbox_ready_fn fn, void *ud)
-{
-    struct op_ctx *op = calloc(1, sizeof(*op));
-    if (!op)
-        return NULL;
-    op->sb = sb;
-    op->fn = fn;
-    op->ud = ud;
-    sandbox_ref(sb);
-    return op;
-}
-
-static void op_ctx_finish(struct op_ctx *op, int err)
-{
-    op->fn(op->sb, err, op->ud);
-    sandbox_unref(op->sb);
-    free(op);
-}
-
-static void on_deleted(uint64_t call, const struct api_result *res, void *ud)
-{
-    struct op_ctx *op = ud;
-    struct sandbox *sb = op->sb;
-    pthread_mutex_lock(&fs_lock);
-    sb->delete_inflight = 0;
-    int err = res->err;
-    if (err == -ENOENT) {
-        err = 0; /* already gone is what stop wanted */
-        json_t *msg = json_pack("{s:{s:s}}", "status", "state", "STATE_TERMINATED");
-        sandbox_update_from(sb, msg);
-        json_decref(msg);
-    } else if (err) {
-        sb->stopping = 0;
-        sandbox_fail_call(sb, res, "stop: DeleteSandbox");
-    } else {
-        json_t *got = json_object_get(res->response, "sandbox");
-        if (json_is_object(got))
-            sandbox_update_from(sb, got);
-        if (!sandbox_is_terminal(sb->state))
-            poll_schedule(sb, 500);
-    }
-    op_ctx_finish(op, err);
-    pthread_mutex_unlock(&fs_lock);
-}
-
-void sandbox_stop(struct sandbox *sb, long grace, sandbox_ready_fn fn, void *ud)
-{
-    if (!sb->id) {
-        if (sb->create_inflight) {
-            fn(sb, sandbox_fail(sb, EBUSY, "stop: the sandbox is still being created"), ud);
-            return;
-        }
-        fn(sb, sandbox_fail(sb, ESRCH, "stop: the sandbox was never started"), ud);
-        return;
-    }
-    struct op_ctx *op = op_ctx_new(sb, fn, ud);
-    if (!op) {
-        fn(sb, -ENOMEM, ud);
-        return;
-    }
-    /* Always explicit: on the wire an absent grace is 0, which the service may take as
-     * "kill now"; a stop without a number (and rmdir) asks for the SDKs' default. */
-    json_t *req = json_pack("{s:s, s:b, s:i}", "sandboxId", sb->id, "allowMissing", 1,
-                            "gracePeriodSeconds", grace >= 0 ? (int)grace : STOP_GRACE_DEFAULT_S);
-    if (!sandbox_is_terminal(sb->state) && sb->state != SB_TERMINATING) {
-        sb->state = SB_TERMINATING;
-        events_line(sb);
-        park_wake(&sb->events.readers);
-    }
-    sb->stopping = 1;
-    sb->delete_inflight = 1;
-    /* allowMissing makes a repeated delete harmless, so it may retry. */
-    api_unary("DeleteSandbox", req, API_IDEMPOTENT | API_SLOW, on_deleted, op);
-}
-
-static void on_snapshot(uint64_t call, const struct api_result *res, void *ud)
-{
-    struct op_ctx *op = ud;
-    struct sandbox *sb = op->sb;
-    pthread_mutex_lock(&fs_lock);
-    int err = res->err;
-    const char *id = err ? NULL : pbjson_get_string(res->response, "fileSystemSnapshotId", NULL);
-    if (err) {
-        sandbox_fail_call(sb, res, "snapshot: CreateFileSystemSnapshot");
-    } else if (!id || !*id) {
-        err = sandbox_fail(sb, EIO, "snapshot: the answer carries no fileSystemSnapshotId");
-    } else {
-        char *all = NULL;
-        if (asprintf(&all, "%s%s\n", sb->snapshots ? sb->snapshots : "", id) >= 0) {
-            free(sb->snapshots);
-            sb->snapshots = all;
-            clock_gettime(CLOCK_REALTIME, &sb->mtime);
-        }
-    }
-    op_ctx_finish(op, err);
-    pthread_mutex_unlock(&fs_lock);
-}
-
-void sandbox_snapshot(struct sandbox *sb, sandbox_ready_fn fn, void *ud)
-{
-    struct op_ctx *op = op_ctx_new(sb, fn, ud);
-    char *rid = new_request_id();
-    if (!op || !rid) {
-        free(rid);
-        if (op)
-            op_ctx_finish(op, -ENOMEM);
-        else
-            fn(sb, -ENOMEM, ud);
-        return;
-    }
-    json_t *req = json_pack("{s:s, s:s}", "sandboxId", sb->id, "requestId", rid);
-    free(rid);
-    api_unary("CreateFileSystemSnapshot", req, API_IDEMPOTENT, on_snapshot, op);
-}
-
-/* ---- output ---- */
-
-void sandbox_output_lost(struct sandbox *sb, struct stream *st, int err, const char *what)
-{
-    if (!stream_mark_lost(st, err))
-        return;
-    if (err == -ENOSPC || err == -EDQUOT || err == -EFBIG)
-        sandbox_fail(sb, ENOSPC, "%s: output lost after %llu bytes: spool full (%s)", what,
-                     (unsigned long long)st->ob.produced, session.spool_dir);
-    else
-        sandbox_fail(sb, -err, "%s: output lost after %llu bytes: the spool could not keep it: %s",
-                     what, (unsigned long long)st->ob.produced, strerror(-err));
-}
-
-/* ---- shutdown ---- */
-
-struct cleanup_wait {
-    pthread_cond_t cond;
-    int pending;
-};
-
-static void on_cleanup_stopped(struct sandbox *sb, int err, void *ud)
-{
-    struct cleanup_wait *cw = ud;
-    if (err)
-        log_warn("cleanup: could not stop %s: %s", sb->name, sb->error ? sb->error : "");
-    else
-        log_info("cleanup: stopped %s", sb->name);
-    if (--cw->pending == 0)
-        pthread_cond_signal(&cw->cond);
-}
-
-void sandbox_cleanup_all(void)
-{
-    /* Static: a stop answered after the deadline still finds it. */
-    static struct cleanup_wait cw = {.cond = PTHREAD_COND_INITIALIZER};
-    pthread_mutex_lock(&fs_lock);
-    struct sandbox *sb, *tmp;
-    HASH_ITER(hh, session.by_name, sb, tmp) {
-        if (!sb->created_here || !sb->id || sandbox_is_terminal(sb->state))
-            continue;
-        cw.pending++;
-        sandbox_stop(sb, -1, on_cleanup_stopped, &cw);
-    }
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += 60;
-    while (cw.pending > 0)
-        if (pthread_cond_timedwait(&cw.cond, &fs_lock, &deadline) != 0)
-            break;
-    pthread_mutex_unlock(&fs_lock);
 }
