@@ -449,13 +449,53 @@ static const struct ctl_def *lookup(const char *name, size_t len)
     return NULL;
 }
 
+/* The argument of a known command: its presence checked against the table, then its
+ * validator run on a NUL-terminated copy. raw is verbatim to the line's end, trimmed is
+ * the same without surrounding blanks. Fills c; 0 or -errno with err set. */
+static int parse_arg(const struct ctl_def *def, const char *arg, size_t raw, size_t trimmed,
+                     struct ctl_cmd *c, char *err, size_t errlen)
+{
+    char q[QUOTE_MAX * 4 + 8], why[256] = "";
+    switch (def->kind) {
+    case ARG_NONE:
+        if (trimmed == 0)
+            return 0;
+        quote(q, sizeof(q), arg, trimmed);
+        errf(err, errlen, "%s: unexpected argument %s", def->name, q);
+        return -EINVAL;
+    case ARG_OPTIONAL:
+        raw = trimmed;
+        break;
+    case ARG_WORD:
+        raw = trimmed;
+        /* fall through */
+    case ARG_TEXT:
+        if (trimmed == 0) {
+            errf(err, errlen, "%s: missing argument (%s)", def->name, def->what);
+            return -EINVAL;
+        }
+        break;
+    }
+    /* Validators get a NUL-terminated copy so they may use string functions. */
+    char *argz = dupn(arg, raw);
+    int rc = argz ? def->validate(argz, raw, c, why, sizeof(why)) : -ENOMEM;
+    free(argz);
+    if (rc == -ENOMEM) {
+        errf(err, errlen, "%s: out of memory", def->name);
+    } else if (rc < 0) {
+        quote(q, sizeof(q), arg, raw);
+        errf(err, errlen, "%s: %s %s", def->name, q, why);
+    }
+    return rc;
+}
+
 int ctl_parse(const char *line, size_t len, struct ctl_cmd *cmd, char *err, size_t errlen)
 {
     struct ctl_cmd c = {0};
     const struct ctl_def *def;
-    char q[QUOTE_MAX * 4 + 8], why[256] = "", *argz = NULL;
-    const char *name, *arg;
-    size_t i = 0, namelen, rawlen, triml, end;
+    char q[QUOTE_MAX * 4 + 8];
+    const char *name;
+    size_t i = 0, end;
     int rc = -EINVAL;
 
     if (len > 0 && line[len - 1] == '\r')
@@ -480,8 +520,7 @@ int ctl_parse(const char *line, size_t len, struct ctl_cmd *cmd, char *err, size
     name = line + i;
     while (i < len && !is_blank(line[i]))
         i++;
-    namelen = (size_t)(line + i - name);
-    def = lookup(name, namelen);
+    def = lookup(name, (size_t)(line + i - name));
     if (!def) {
         quote(q, sizeof(q), name, (size_t)(line + end - name));
         errf(err, errlen, "unknown command %s", q);
@@ -489,49 +528,9 @@ int ctl_parse(const char *line, size_t len, struct ctl_cmd *cmd, char *err, size
     }
     while (i < len && is_blank(line[i]))
         i++;
-    arg = line + i;
-    rawlen = len - i;              /* verbatim, for ARG_TEXT */
-    triml = end > i ? end - i : 0; /* surrounding blanks trimmed */
     c.op = def->op;
-    switch (def->kind) {
-    case ARG_NONE:
-        if (triml == 0) {
-            rc = 0;
-            goto out;
-        }
-        quote(q, sizeof(q), arg, triml);
-        errf(err, errlen, "%s: unexpected argument %s", def->name, q);
-        goto out;
-    case ARG_OPTIONAL:
-        break;
-    case ARG_WORD:
-        rawlen = triml;
-        /* fall through */
-    case ARG_TEXT:
-        if (triml == 0) {
-            errf(err, errlen, "%s: missing argument (%s)", def->name, def->what);
-            goto out;
-        }
-        break;
-    }
-    if (def->kind == ARG_OPTIONAL)
-        rawlen = triml;
-    /* Validators get a NUL-terminated copy so they may use string functions. */
-    argz = dupn(arg, rawlen);
-    if (!argz) {
-        rc = -ENOMEM;
-        errf(err, errlen, "%s: out of memory", def->name);
-        goto out;
-    }
-    rc = def->validate(argz, rawlen, &c, why, sizeof(why));
-    if (rc == -ENOMEM) {
-        errf(err, errlen, "%s: out of memory", def->name);
-    } else if (rc < 0) {
-        quote(q, sizeof(q), arg, rawlen);
-        errf(err, errlen, "%s: %s %s", def->name, q, why);
-    }
+    rc = parse_arg(def, line + i, len - i, end > i ? end - i : 0, &c, err, errlen);
 out:
-    free(argz);
     if (rc == 0)
         *cmd = c;
     else
