@@ -203,14 +203,9 @@ uint64_t transfer_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-int transfer_start(struct call *c, const struct transfer_setup *ts, CURLM *multi)
+/* A new attempt starts from nothing: no answer, no error, no progress yet. */
+static void attempt_reset(struct call *c)
 {
-    CURLcode rc = CURLE_OK;
-    char *url = NULL;
-    size_t len;
-    CURL *e;
-    int err = -ENOMEM;
-
     connect_decoder_free(&c->dec);
     connect_decoder_init(&c->dec, API_MAX_ENVELOPE);
     connect_error_clear(&c->error);
@@ -222,18 +217,13 @@ int transfer_start(struct call *c, const struct transfer_setup *ts, CURLM *multi
     c->body_done_ms = c->answer_moved_ms = 0;
     c->body_moved_ms = transfer_now_ms();
     c->errbuf[0] = '\0';
+}
 
-    len = strlen(ts->base_url) + strlen(API_SERVICE_PATH) + strlen(c->rpc) + 1;
-    url = malloc(len);
-    e = curl_easy_init();
-    if (!url || !e)
-        goto out;
-    snprintf(url, len, "%s%s%s", ts->base_url, API_SERVICE_PATH, c->rpc);
-
-    rc |= curl_easy_setopt(e, CURLOPT_URL, url);
-    rc |= curl_easy_setopt(e, CURLOPT_PRIVATE, c);
+/* What every call's connection is: the protocol, reuse, keepalive, TLS checks. */
+static CURLcode connection_options(CURL *e, const struct transfer_setup *ts)
+{
+    CURLcode rc = CURLE_OK;
     rc |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    rc |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
     rc |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     rc |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, ts->http_version);
     if (ts->no_reuse) {
@@ -253,9 +243,32 @@ int transfer_start(struct call *c, const struct transfer_setup *ts, CURLM *multi
     rc |= curl_easy_setopt(e, CURLOPT_USERAGENT, "cwsfs/" CWSFS_VERSION);
     if (ts->unix_socket)
         rc |= curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, ts->unix_socket);
-    rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     /* Bigger reads: fewer trips through the h2 layer for bulk output and files. */
     rc |= curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024);
+    return rc;
+}
+
+int transfer_start(struct call *c, const struct transfer_setup *ts, CURLM *multi)
+{
+    CURLcode rc = CURLE_OK;
+    char *url = NULL;
+    size_t len;
+    CURL *e;
+    int err = -ENOMEM;
+
+    attempt_reset(c);
+    len = strlen(ts->base_url) + strlen(API_SERVICE_PATH) + strlen(c->rpc) + 1;
+    url = malloc(len);
+    e = curl_easy_init();
+    if (!url || !e)
+        goto out;
+    snprintf(url, len, "%s%s%s", ts->base_url, API_SERVICE_PATH, c->rpc);
+
+    rc |= curl_easy_setopt(e, CURLOPT_URL, url);
+    rc |= connection_options(e, ts);
+    rc |= curl_easy_setopt(e, CURLOPT_PRIVATE, c);
+    rc |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
+    rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
     rc |= curl_easy_setopt(e, CURLOPT_POST, 1L);
     if (c->kind == CALL_UNARY) {
