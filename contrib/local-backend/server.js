@@ -311,6 +311,12 @@ async function main() {
     }
   });
 
+  // A signal before stop() below exists (the socket may already be bound) is kept and
+  // acted on once it does: never the default action, which would leave the socket.
+  let earlySignal = null;
+  const early = (sig) => (earlySignal = earlySignal || sig);
+  for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"]) process.on(sig, early);
+
   // Claim the address first: a second backend on the same socket must refuse before
   // it touches a state directory the first one uses.
   let address, sockIno;
@@ -347,12 +353,16 @@ async function main() {
   let stateDir = null,
     createdStateDir = false;
   let stopping = false;
+  let initDone = null;
   const stop = async (why) => {
     if (stopping) return;
     stopping = true;
     logLine(`${why}: stopping every sandbox`);
     server.close();
     shutdown.abort(new ConnectError("server shutting down", Code.Unavailable));
+    // A start in progress finishes first: a shutdown racing it would remove the state
+    // directory under it (and its failure would then exit 1 on a clean stop).
+    if (initDone) await initDone.catch(() => {});
     if (manager) await manager.shutdown().catch((e) => logLine(`shutdown: ${e.message}`));
     for (const s of sockets) s.destroy();
     removeSocket();
@@ -362,7 +372,10 @@ async function main() {
       const cur = await fsp.readFile(opts.addressFile, "utf8").catch(() => "");
       if (cur.trim() === address) await fsp.rm(opts.addressFile, { force: true });
     }
-    if (createdStateDir && stateDir) await fsp.rm(stateDir, { recursive: true, force: true });
+    if (createdStateDir && stateDir)
+      await fsp
+        .rm(stateDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 })
+        .catch((e) => logLine(`could not remove the state directory: ${e.message}`));
     process.exit(0);
   };
   process.on("uncaughtException", (e) => {
@@ -370,9 +383,11 @@ async function main() {
     stop("internal error");
   });
   process.on("SIGPIPE", () => {});
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGHUP", () => stop("SIGHUP"));
+  for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"]) {
+    process.removeListener(sig, early);
+    process.on(sig, () => stop(sig));
+  }
+  if (earlySignal) stop(earlySignal);
 
   const failStart = async (msg, stateDir, created) => {
     logLine(msg);
@@ -404,8 +419,9 @@ async function main() {
     maxSandboxes: opts.maxSandboxes,
   });
   try {
-    await manager.init();
+    await (initDone = manager.init());
   } catch (e) {
+    if (stopping) return; // stop() finishes the exit
     await failStart(e.message, stateDir, createdStateDir);
   }
   if (stopping) return; // a signal came during the start: stop() finishes the exit
