@@ -115,6 +115,48 @@ case_units_verify() {
     done
 }
 
+# Type=notify: with NOTIFY_SOCKET set, cwsfs -f says READY=1 once the mount serves
+# and STOPPING=1 when it unmounts (a datagram listener stands in for systemd).
+case_sd_notify() {
+    local sock=$IT_WORK/notify.sock got=$IT_WORK/notify.txt mnt=$IT_WORK/nmnt lp pid i
+    if ! grep -q "sd_notify" <(nm -D "$CWSFS_BIN" 2>/dev/null); then
+        it_log "cwsfs built without libsystemd: notification not tested"
+        return 0
+    fi
+    "$IT_PY" -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+with open(sys.argv[2], "a") as out:
+    while True:
+        msg = s.recv(4096).decode()
+        out.write(msg + "\n")
+        out.flush()
+        if "STOPPING=1" in msg:
+            break
+' "$sock" "$got" &
+    lp=$!
+    wait_for 10 test -S "$sock" || fail "the listener did not start"
+    mkdir -p "$mnt"
+    NOTIFY_SOCKET=$sock $CWSFS_WRAPPER "$CWSFS_BIN" -f "$mnt" \
+        -o "logfile=$IT_WORK/notify.log,tags=$IT_TAG" 2>>"$IT_WORK/notify.err" &
+    pid=$!
+    for ((i = 0; i < 600; i++)); do
+        grep -q "READY=1" "$got" 2>/dev/null && break
+        kill -0 "$pid" 2>/dev/null || fail "cwsfs -f exited before READY=1"
+        sleep 0.1
+    done
+    grep -q "READY=1" "$got" || fail "no READY=1"
+    mountpoint -q "$mnt" || fail "READY=1 before the mount was up"
+    must ls "$mnt"
+    must fusermount3 -u "$mnt"
+    wait "$pid" || fail "cwsfs -f exited $?"
+    wait_for 10 grep -q "STOPPING=1" "$got" || fail "no STOPPING=1: $(cat "$got")"
+    wait "$lp"
+    it_backend_private_stop
+    it_check_log "$IT_WORK/notify.log" || fail "errors in the log"
+}
+
 [ "$(id -u)" = 0 ] || { echo "FAIL: the local backend needs root"; exit 1; }
 trap _it_cleanup EXIT
 trap 'exit 130' INT TERM
@@ -124,4 +166,5 @@ it_case case_man_has_every_option
 it_case case_install_destdir 180
 it_case case_installed_finds_backend 180
 it_case case_units_verify
+it_case case_sd_notify 180
 it_done
