@@ -82,6 +82,7 @@ case_installed_finds_backend() {
     IT_MUST_TIMEOUT=120 must "$dest/usr/sbin/mount.fuse.cwsfs" cwsfs "$mnt" \
         -o "rw,_netdev,logfile=$IT_WORK/installed.log,tags=$IT_TAG"
     mountpoint -q "$mnt" || fail "mount.fuse.cwsfs did not mount"
+    echo "$(pgrep -n -f "cwsfs $mnt") $mnt" >>"$IT_WORK/mounts"
     pid=$(cat "${CWSB_SOCKET%/*}/backend.pid")
     cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline")
     must fusermount3 -u "$mnt"
@@ -141,6 +142,7 @@ with open(sys.argv[2], "a") as out:
     NOTIFY_SOCKET=$sock $CWSFS_WRAPPER "$CWSFS_BIN" -f "$mnt" \
         -o "logfile=$IT_WORK/notify.log,tags=$IT_TAG" 2>>"$IT_WORK/notify.err" &
     pid=$!
+    echo "$pid $mnt" >>"$IT_WORK/mounts" # unmounted by the harness if the case fails
     for ((i = 0; i < 600; i++)); do
         grep -q "READY=1" "$got" 2>/dev/null && break
         kill -0 "$pid" 2>/dev/null || fail "cwsfs -f exited before READY=1"
