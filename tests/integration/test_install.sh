@@ -159,6 +159,23 @@ with open(sys.argv[2], "a") as out:
     it_check_log "$IT_WORK/notify.log" || fail "errors in the log"
 }
 
+# The completion offers every -o option cwsfs -h prints, and completes them.
+case_completion() {
+    local f=$IT_TOP/contrib/completion/cwsfs out opt missing=()
+    [ -f /usr/share/bash-completion/bash_completion ] ||
+        fail "bash-completion is not installed (tests/setup.sh installs it)"
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    out=$(bash -c '. /usr/share/bash-completion/bash_completion; . "$1"
+        COMP_WORDS=(cwsfs /mnt -o cleanup,end); COMP_CWORD=3
+        COMP_LINE="cwsfs /mnt -o cleanup,end"; COMP_POINT=${#COMP_LINE}
+        _cwsfs; echo "${COMPREPLY[*]}"; echo "$_cwsfs_opts"' - "$f" 2>&1)
+    assert_eq "cleanup,endpoint=" "$(head -1 <<<"$out")" "completion of -o cleanup,end"
+    for opt in $(help_options | sed -n 's/^-o //p'); do
+        grep -qE "(^| )$opt(=| |$)" <<<"$(tail -n +2 <<<"$out")" || missing+=("$opt")
+    done
+    [ ${#missing[@]} -eq 0 ] || fail "in cwsfs -h, not completed: ${missing[*]}"
+}
+
 [ "$(id -u)" = 0 ] || { echo "FAIL: the local backend needs root"; exit 1; }
 trap _it_cleanup EXIT
 trap 'exit 130' INT TERM
@@ -169,4 +186,5 @@ it_case case_install_destdir 180
 it_case case_installed_finds_backend 180
 it_case case_units_verify
 it_case case_sd_notify 180
+it_case case_completion
 it_done
