@@ -63,10 +63,17 @@ case_install_destdir() {
     grep -q "ExecStart=/usr/bin/cwsfs " "$dest/usr/lib/systemd/system/cwsfs@.service" ||
         fail "cwsfs@.service does not run /usr/bin/cwsfs"
     # Nothing installed names the tree it came from: not the binary (strings), not a
-    # text file, not a link.
-    assert_eq "" "$(strings "$dest/usr/bin/cwsfs" | grep -F -e "$IT_BUILD" -e "$IT_TOP")" \
-        "build or source paths in the installed binary"
-    assert_eq "" "$(grep -rlF -e "$IT_BUILD" -e "$IT_TOP" "$dest" 2>/dev/null)" \
+    # text file, not a link. The sanitizers keep source paths in their reports' data;
+    # such a build is tested, never installed.
+    local skip=()
+    if [[ $(nm -D "$dest/usr/bin/cwsfs" 2>/dev/null) == *__asan_init* ]]; then
+        it_log "a sanitizer build: its binary is not checked for build paths"
+        skip=(--exclude=cwsfs)
+    else
+        assert_eq "" "$(strings "$dest/usr/bin/cwsfs" | grep -F -e "$IT_BUILD" -e "$IT_TOP")" \
+            "build or source paths in the installed binary"
+    fi
+    assert_eq "" "$(grep -rlF "${skip[@]}" -e "$IT_BUILD" -e "$IT_TOP" "$dest" 2>/dev/null)" \
         "installed files naming the build or source tree"
     assert_eq "" "$(find "$dest" -lname '/*')" "absolute links installed"
 }
