@@ -31,9 +31,11 @@ struct backend;
 
 struct backend_options {
     /* The backend directory (holding server.js and node_modules). NULL: the
-     * CWSFS_LOCAL_BACKEND environment variable, else the installed copy
-     * (CWSFS_BACKEND_INSTALL_DIR) if it has server.js, else the source tree's
-     * (CWSFS_BACKEND_SRC_DIR). Only looked at when the backend must be started. */
+     * CWSFS_LOCAL_BACKEND environment variable, else the first with server.js of: the
+     * installed copy beside the binary (BIN/../share/cwsfs/local-backend), the one of
+     * the configured prefix (CWSFS_BACKEND_INSTALL_DIR), the source tree's through
+     * the build tree's link BIN/cwsfs-local-backend. Only looked at when the backend
+     * must be started. */
     const char *dir;
     long idle_exit_s;      /* --idle-exit of a backend we start; 0 = never */
     long start_timeout_ms; /* 0 = BACKEND_START_TIMEOUT_MS */

@@ -27,9 +27,6 @@
 
 #include "backend.h"
 
-#ifndef CWSFS_BACKEND_SRC_DIR
-#define CWSFS_BACKEND_SRC_DIR ""
-#endif
 #ifndef CWSFS_BACKEND_INSTALL_DIR
 #define CWSFS_BACKEND_INSTALL_DIR ""
 #endif
@@ -117,9 +114,31 @@ static int has_dir(const char *dir, const char *name)
     return is_dir(path);
 }
 
+/* The backend beside the running binary: EXE_DIR/../share/cwsfs/local-backend once
+ * installed (whatever the prefix, so a package needs no rebuild), or the link
+ * EXE_DIR/cwsfs-local-backend that the build tree holds to the source tree's. Found
+ * at run time so the binary embeds no build path. */
+static int backend_near_exe(const char *rel, char *out, size_t outlen)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    char *slash;
+
+    if (n <= 0)
+        return 0;
+    exe[n] = '\0';
+    slash = strrchr(exe, '/');
+    if (!slash)
+        return 0;
+    *slash = '\0';
+    if ((size_t)snprintf(out, outlen, "%s/%s", exe, rel) >= outlen)
+        return 0;
+    return has_file(out, "server.js");
+}
+
 int backend_find_dir(const char *dir, char *out, size_t outlen, char *err, size_t errlen)
 {
-    char real[PATH_MAX];
+    char real[PATH_MAX], near[PATH_MAX];
     const char *source = "-o backend=";
     const char *env = getenv("CWSFS_LOCAL_BACKEND");
     int e;
@@ -130,17 +149,19 @@ int backend_find_dir(const char *dir, char *out, size_t outlen, char *err, size_
     }
     if (!dir) {
         source = "the built-in path";
-        if (CWSFS_BACKEND_INSTALL_DIR[0] && has_file(CWSFS_BACKEND_INSTALL_DIR, "server.js"))
+        if (backend_near_exe("../share/cwsfs/local-backend", near, sizeof(near)))
+            dir = near;
+        else if (CWSFS_BACKEND_INSTALL_DIR[0] && has_file(CWSFS_BACKEND_INSTALL_DIR, "server.js"))
             dir = CWSFS_BACKEND_INSTALL_DIR;
-        else if (CWSFS_BACKEND_SRC_DIR[0] && has_file(CWSFS_BACKEND_SRC_DIR, "server.js"))
-            dir = CWSFS_BACKEND_SRC_DIR;
+        else if (backend_near_exe("cwsfs-local-backend", near, sizeof(near)))
+            dir = near;
         if (!dir) {
             set_err(err, errlen,
-                    "no local backend found (looked for server.js in %s and %s); "
+                    "no local backend found (looked for server.js in ../share/cwsfs/"
+                    "local-backend beside the cwsfs binary and in %s); "
                     "set CWSFS_LOCAL_BACKEND or -o backend=DIR, or give -o endpoint= and "
                     "credentials",
-                    CWSFS_BACKEND_INSTALL_DIR[0] ? CWSFS_BACKEND_INSTALL_DIR : "-",
-                    CWSFS_BACKEND_SRC_DIR[0] ? CWSFS_BACKEND_SRC_DIR : "-");
+                    CWSFS_BACKEND_INSTALL_DIR[0] ? CWSFS_BACKEND_INSTALL_DIR : "-");
             return -ENOENT;
         }
     }

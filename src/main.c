@@ -37,6 +37,13 @@
 #include "fs.h"
 #include "log.h"
 
+/* Type=notify units learn when the mount serves; a no-op outside systemd. */
+#ifdef CWSFS_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#else
+#define sd_notify(unset_env, state) ((void)(state), 0)
+#endif
+
 #define CHECK_SLICE_MS 200
 #define CHECK_GRACE_MS 30000
 #define CHECK_RETRIES 2 /* a start-up check should answer soon, not after 6 s of retries */
@@ -853,6 +860,7 @@ int main(int argc, char *argv[])
     api_up = 1;
     fs_api_started();
     log_info("mounted %s on %s (auth=%s)", where, mountpoint, auth_name(cfg.auth));
+    sd_notify(0, "READY=1");
 
     if (fuse_opts.singlethread) {
         rc = fuse_session_loop(se);
@@ -871,6 +879,7 @@ int main(int argc, char *argv[])
         rc = fuse_session_loop_mt(se, loop);
         fuse_loop_cfg_destroy(loop);
     }
+    sd_notify(0, "STOPPING=1");
     /* A positive value is the signal that ended the loop: a normal unmount. */
     if (rc < 0)
         log_error("the FUSE loop failed: %s", strerror(-rc));

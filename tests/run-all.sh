@@ -14,7 +14,8 @@ SETUP_EXTRA_PACKAGES="clang-format shellcheck" BUILD_DIR=$top/build tests/setup.
 step "format and shell lint; module graph without a cycle"
 clang-format --dry-run -Werror src/*.c include/*.h tests/unit/*.c
 python3 tests/depgraph.py build --check >/dev/null || { python3 tests/depgraph.py build; exit 1; }
-shellcheck -S warning -x tests/*.sh tests/integration/*.sh examples/*.sh bench/*.sh .ci/run
+shellcheck -S warning -x tests/*.sh tests/integration/*.sh examples/*.sh bench/*.sh .ci/run \
+    contrib/completion/cwsfs
 
 # The sanitizer build compiles while the unit and backend tests run (they mostly wait).
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCWSFS_SANITIZE=ON >/dev/null

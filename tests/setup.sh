@@ -9,7 +9,9 @@ build=${BUILD_DIR:-$top/build}
 packages=(build-essential cmake pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev
           libjansson-dev uthash-dev libcmocka-dev protobuf-compiler libprotobuf-dev
           nodejs npm curl valgrind python3 iproute2 util-linux psmisc
-          runc skopeo umoci mmdebstrap golang-github-containers-common)
+          runc skopeo umoci mmdebstrap golang-github-containers-common
+          scdoc libsystemd-dev man-db groff-base bsdextrautils binutils systemd
+          bash-completion procps)
 read -r -a extra <<<"${SETUP_EXTRA_PACKAGES:-}"
 packages+=("${extra[@]}")
 missing=()
