@@ -57,7 +57,7 @@ struct call {
     int server_err; /* local_err came from the server (end-of-stream error) */
     struct connect_error error;
     char errbuf[CURL_ERROR_SIZE];
-    /* For the log and .metrics (api.c): */
+    /* For the log and .metrics (api.c), worker only like the rest: */
     int slot;                /* its rpc's statistics slot, -1 for none */
     uint64_t submitted_ms;   /* when it was queued (monotonic ms) */
     uint64_t sent, received; /* bytes, every attempt: request bodies handed to curl, response
