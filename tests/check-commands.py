@@ -12,7 +12,8 @@ COMMANDS below. Each of COMMANDS must then be on this machine
 (`tests/setup.sh --list-packages`) or one every Debian system has (Priority:
 required, what debootstrap --variant=minbase installs).
 
-Usage: tests/check-commands.py [-v]
+Usage: SETUP_EXTRA_PACKAGES="clang-format shellcheck" tests/check-commands.py [-v]
+(run-all.sh's linters come from those extra packages, as when it runs setup.sh)
 """
 import glob
 import json
@@ -86,6 +87,8 @@ def param_only(w):
 
 
 def parse(text, where):
+    if not shutil.which("shfmt"):
+        sys.exit("check-commands: needs shfmt (tests/setup.sh installs it)")
     r = subprocess.run(["shfmt", "--tojson"], input=text, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"check-commands: shfmt cannot parse {where}: {r.stderr.strip()}")
