@@ -117,4 +117,28 @@ void api_schedule(long delay_ms, void (*fn)(void *ud), void *ud);
  * pairs and returns how many rpcs have been called. names point to static strings. */
 size_t api_call_counts(const char **names, uint64_t *counts, size_t n);
 
+/* Per-rpc statistics for .metrics. A call's duration runs from its start to its done
+ * callback (retries and, for streams, the whole stream included). */
+#define API_DURATION_BUCKETS 7 /* bounds in api_duration_bounds_ms, then +Inf */
+#define API_ERROR_CODES 16     /* Connect has sixteen codes */
+extern const long api_duration_bounds_ms[API_DURATION_BUCKETS];
+struct api_rpc_stats {
+    const char *rpc; /* static storage: valid after api_shutdown too */
+    uint64_t calls;  /* started */
+    uint64_t in_flight;
+    uint64_t finished;
+    uint64_t le[API_DURATION_BUCKETS]; /* finished within api_duration_bounds_ms[i] (cumulative) */
+    uint64_t duration_ms_sum;
+    uint64_t sent, received;                     /* bytes, finished and running calls */
+    uint64_t in_flight_sent, in_flight_received; /* of these, by calls still running */
+    size_t nerrors;
+    struct {
+        const char *code; /* static storage, as rpc */
+        uint64_t count;
+    } errors[API_ERROR_CODES]; /* failed calls by Connect code; cancelled ones are not */
+};
+/* Copies up to n rpcs' statistics into out; returns how many rpcs there are. Any
+ * thread. Bytes of running calls are brought up to date at most every 100 ms. */
+size_t api_rpc_stats(struct api_rpc_stats *out, size_t n);
+
 #endif

@@ -6,6 +6,8 @@
 enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 void log_set_level(enum log_level level);
+/* The level named error, warn, info or debug: 0, or -EINVAL for another word. */
+int log_level_parse(const char *name, enum log_level *level);
 void log_use_syslog(int on);
 /* 1 when syslog has a socket to take lines (/dev/log); without one they would vanish. */
 int log_syslog_available(void);

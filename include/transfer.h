@@ -57,6 +57,12 @@ struct call {
     int server_err; /* local_err came from the server (end-of-stream error) */
     struct connect_error error;
     char errbuf[CURL_ERROR_SIZE];
+    /* For the log and .metrics (api.c), worker only like the rest: */
+    int slot;                /* its rpc's statistics slot, -1 for none */
+    uint64_t submitted_ms;   /* when it was queued (monotonic ms) */
+    uint64_t sent, received; /* bytes, every attempt: request bodies handed to curl, response
+                              * bytes curl delivered */
+    uint64_t sent_shown, received_shown; /* the part of them already in the statistics */
 };
 
 /* Where and how calls go. Set by api_init, read-only until api_shutdown. */

@@ -49,9 +49,17 @@ struct op {
     uint64_t id;
 };
 
-struct rpc_count {
-    char name[API_RPC_MAX]; /* static storage, so names handed out stay valid */
-    uint64_t count;
+/* Connect codes are at most 19 characters (failed_precondition). */
+#define API_CODE_MAX 24
+/* Bytes of running calls reach the statistics at most this often (a walk of the live
+ * calls), and at their end. */
+#define API_PUBLISH_MS 100L
+
+/* One rpc's statistics. Names are static storage, so those handed out stay valid. */
+struct rpc_slot {
+    char name[API_RPC_MAX];
+    char codes[API_ERROR_CODES][API_CODE_MAX];
+    struct api_rpc_stats st; /* st.rpc and st.errors[].code point into the above */
 };
 
 static struct {
@@ -73,11 +81,16 @@ static struct {
     struct call *live;
 } api = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-/* Its own lock so that api_call_counts never waits on a busy queue, and static storage so
- * that the names stay valid after api_shutdown. */
+/* The statistics have their own lock so that .metrics never waits on a busy queue; the
+ * worker takes it a few times per call (start, end, a periodic byte update), never
+ * around a callback. Static storage so that the names stay valid after api_shutdown. */
 static pthread_mutex_t counts_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct rpc_count counts[API_RPC_SLOTS];
-static size_t nrpcs; /* counts_lock */
+static struct rpc_slot counts[API_RPC_SLOTS]; /* counts_lock */
+static size_t nrpcs;                          /* counts_lock */
+static uint64_t published_ms;                 /* worker only */
+
+/* Upper bounds of the duration histogram: quick calls, slow ones, streams. */
+const long api_duration_bounds_ms[API_DURATION_BUCKETS] = {10, 50, 250, 1000, 5000, 30000, 300000};
 
 static int rpc_valid(const char *rpc)
 {
@@ -94,7 +107,9 @@ static int rpc_valid(const char *rpc)
     return 1;
 }
 
-static void count_rpc(const char *rpc)
+/* A call starts: count it under its rpc. Returns the rpc's slot, -1 when all are
+ * taken (the call then goes uncounted). */
+static int count_rpc(const char *rpc)
 {
     size_t i;
 
@@ -103,12 +118,100 @@ static void count_rpc(const char *rpc)
         if (strcmp(counts[i].name, rpc) == 0)
             break;
     if (i == nrpcs && i < API_RPC_SLOTS) {
+        memset(&counts[i], 0, sizeof(counts[i]));
         snprintf(counts[i].name, sizeof(counts[i].name), "%s", rpc);
-        counts[i].count = 0;
+        counts[i].st.rpc = counts[i].name;
         nrpcs++;
     }
-    if (i < nrpcs)
-        counts[i].count++;
+    if (i < nrpcs) {
+        counts[i].st.calls++;
+        counts[i].st.in_flight++;
+    }
+    pthread_mutex_unlock(&counts_lock);
+    return i < nrpcs ? (int)i : -1;
+}
+
+/* Move the bytes c moved since the last time into its rpc's totals. counts_lock held. */
+static void publish_bytes_locked(struct call *c)
+{
+    struct api_rpc_stats *st;
+    uint64_t sent = c->sent - c->sent_shown, received = c->received - c->received_shown;
+
+    if (c->slot < 0)
+        return;
+    st = &counts[c->slot].st;
+    st->sent += sent;
+    st->received += received;
+    st->in_flight_sent += sent;
+    st->in_flight_received += received;
+    c->sent_shown = c->sent;
+    c->received_shown = c->received;
+}
+
+/* Keep the byte counts of running calls current, so a scrape sees a stream moving (or
+ * not). Worker only. */
+static void publish_live_bytes(void)
+{
+    uint64_t now = transfer_now_ms();
+    struct call *c;
+
+    if (now - published_ms < (uint64_t)API_PUBLISH_MS)
+        return;
+    published_ms = now;
+    pthread_mutex_lock(&counts_lock);
+    for (c = api.live; c; c = c->next)
+        publish_bytes_locked(c);
+    pthread_mutex_unlock(&counts_lock);
+}
+
+/* The code as a label value: Connect's codes are [a-z_]; anything else is "unknown". */
+static const char *code_label(const char *code)
+{
+    size_t i;
+
+    if (!code || !code[0] || strlen(code) >= API_CODE_MAX)
+        return "unknown";
+    for (i = 0; code[i]; i++)
+        if (!((code[i] >= 'a' && code[i] <= 'z') || code[i] == '_'))
+            return "unknown";
+    return code;
+}
+
+/* A call ends: its duration, its bytes, and its code when it failed (cancelled calls
+ * were stopped by cwsfs, not failed by the service). */
+static void count_end(struct call *c, int err, uint64_t ms)
+{
+    struct api_rpc_stats *st;
+    const char *code;
+    size_t i;
+
+    if (c->slot < 0)
+        return;
+    code = code_label(c->error.code);
+    pthread_mutex_lock(&counts_lock);
+    publish_bytes_locked(c);
+    st = &counts[c->slot].st;
+    st->in_flight_sent -= c->sent_shown;
+    st->in_flight_received -= c->received_shown;
+    st->in_flight--;
+    st->finished++;
+    st->duration_ms_sum += ms;
+    for (i = 0; i < API_DURATION_BUCKETS; i++)
+        if (ms <= (uint64_t)api_duration_bounds_ms[i])
+            st->le[i]++;
+    if (err && err != -ECANCELED && err != -ESHUTDOWN) {
+        for (i = 0; i < st->nerrors; i++)
+            if (strcmp(st->errors[i].code, code) == 0)
+                break;
+        if (i == st->nerrors && i < API_ERROR_CODES) {
+            snprintf(counts[c->slot].codes[i], API_CODE_MAX, "%s", code);
+            st->errors[i].code = counts[c->slot].codes[i];
+            st->errors[i].count = 0;
+            st->nerrors++;
+        }
+        if (i < st->nerrors)
+            st->errors[i].count++;
+    }
     pthread_mutex_unlock(&counts_lock);
 }
 
@@ -153,6 +256,7 @@ static struct call *live_find(uint64_t id)
 static void call_deliver(struct call *c, int err, json_t *response)
 {
     struct api_result res;
+    uint64_t ms;
 
     live_unlink(c);
     if (c->easy) {
@@ -162,9 +266,16 @@ static void call_deliver(struct call *c, int err, json_t *response)
     }
     if (err && !c->error.code)
         connect_error_set(&c->error, "unknown", NULL);
-    if (err && err != -ECANCELED && err != -ESHUTDOWN)
-        log_debug("api: %s call %llu failed: %s: %s", c->rpc, (unsigned long long)c->id,
-                  c->error.code, c->error.message ? c->error.message : "");
+    ms = transfer_now_ms() - c->submitted_ms;
+    count_end(c, err, ms);
+    /* Every call ends here, so this is its one debug line. log_msg drops it before any
+     * formatting above debug. Only the rpc, the outcome and sizes: never a header. */
+    log_debug("api: %s call %llu: %s (http %ld) in %llu ms, %d attempt%s, sent %llu B, "
+              "received %llu B%s%s",
+              c->rpc, (unsigned long long)c->id, err ? c->error.code : "ok", c->status,
+              (unsigned long long)ms, c->attempts, c->attempts == 1 ? "" : "s",
+              (unsigned long long)c->sent, (unsigned long long)c->received,
+              err && c->error.message ? ": " : "", err && c->error.message ? c->error.message : "");
     memset(&res, 0, sizeof(res));
     res.err = err;
     res.http_status = c->status;
@@ -419,6 +530,7 @@ static void *api_worker(void *arg)
         fail_stalled_bodies();
         curl_multi_perform(api.multi, &still);
         drain_done();
+        publish_live_bytes();
         curl_multi_poll(api.multi, NULL, 0, poll_timeout(), NULL);
     }
 
@@ -614,7 +726,8 @@ static uint64_t call_submit(struct call *c)
         api.in_tail = c;
         /* Counted here: once the lock drops, the worker may already have freed c. */
         if (!c->start_err)
-            count_rpc(c->rpc);
+            c->slot = count_rpc(c->rpc);
+        c->submitted_ms = transfer_now_ms();
         /* Under the lock: api_shutdown cannot free the multi handle meanwhile. */
         curl_multi_wakeup(api.multi);
     }
@@ -631,6 +744,7 @@ static struct call *call_new(enum call_kind kind, const char *rpc, api_done_fn d
     if (!c)
         return NULL;
     c->kind = kind;
+    c->slot = -1;
     c->done = done;
     c->ud = ud;
     connect_decoder_init(&c->dec, API_MAX_ENVELOPE);
@@ -779,8 +893,20 @@ size_t api_call_counts(const char **names, uint64_t *counts_out, size_t n)
     total = nrpcs;
     for (i = 0; i < total && i < n; i++) {
         names[i] = counts[i].name;
-        counts_out[i] = counts[i].count;
+        counts_out[i] = counts[i].st.calls;
     }
+    pthread_mutex_unlock(&counts_lock);
+    return total;
+}
+
+size_t api_rpc_stats(struct api_rpc_stats *out, size_t n)
+{
+    size_t i, total;
+
+    pthread_mutex_lock(&counts_lock);
+    total = nrpcs;
+    for (i = 0; i < total && i < n; i++)
+        out[i] = counts[i].st;
     pthread_mutex_unlock(&counts_lock);
     return total;
 }

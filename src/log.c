@@ -45,6 +45,18 @@ void log_set_level(enum log_level level)
     pthread_mutex_unlock(&log_lock);
 }
 
+int log_level_parse(const char *name, enum log_level *level)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+
+    for (int i = LOG_LVL_ERROR; i <= LOG_LVL_DEBUG; i++)
+        if (name && strcmp(name, names[i]) == 0) {
+            *level = (enum log_level)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
 void log_use_syslog(int on)
 {
     pthread_mutex_lock(&log_lock);

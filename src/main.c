@@ -59,6 +59,7 @@ struct cmd_opts {
     char *api_key_file;
     char *spool;
     char *logfile;
+    char *log_level;
     char *backend;
     char *backend_idle;
     char *image;
@@ -103,6 +104,7 @@ static const struct fuse_opt option_spec[] = {
     CWSFS_OPT("cleanup", cleanup, 1),
     CWSFS_OPT("spool=%s", spool, 0),
     CWSFS_OPT("logfile=%s", logfile, 0),
+    CWSFS_OPT("log_level=%s", log_level, 0),
     CWSFS_OPT("backend=%s", backend, 0),
     CWSFS_OPT("backend_idle=%s", backend_idle, 0),
     CWSFS_OPT("image=%s", image, 0),
@@ -207,6 +209,8 @@ static void usage(const char *prog)
            "                           foreground; in the background syslog, or without a\n"
            "                           syslog socket $XDG_RUNTIME_DIR/cwsfs.log, else\n"
            "                           /tmp/cwsfs-UID.log)\n"
+           "    -o log_level=LEVEL     error, warn, info (default) or debug: debug adds a\n"
+           "                           line per API call (-d implies debug)\n"
            "\n"
            "A comma inside a value is written \\, (-o command=echo\\,hi).\n"
            "For fstab and mount -t fuse.cwsfs, these are accepted and ignored: _netdev,\n"
@@ -307,6 +311,7 @@ static void opts_free(struct cmd_opts *o)
     free(o->api_key_file);
     free(o->spool);
     free(o->logfile);
+    free(o->log_level);
     free(o->backend);
     free(o->backend_idle);
     free(o->image);
@@ -754,8 +759,13 @@ int main(int argc, char *argv[])
         ret = 0;
         goto out;
     }
-    if (fuse_opts.debug)
-        log_set_level(LOG_LVL_DEBUG);
+    enum log_level level = LOG_LVL_INFO;
+    if (o.log_level && log_level_parse(o.log_level, &level) < 0) {
+        fprintf(stderr, "cwsfs: log_level= is error, warn, info or debug (got `%s')\n",
+                o.log_level);
+        goto out;
+    }
+    log_set_level(fuse_opts.debug ? LOG_LVL_DEBUG : level);
     if (o.nnonopt == 0) {
         fprintf(stderr, "cwsfs: no mountpoint given (see cwsfs -h)\n");
         goto out;

@@ -130,6 +130,7 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
     int rc;
 
     c->answer_moved_ms = transfer_now_ms();
+    c->received += n;
     if (c->local_err && !c->server_err)
         return 0;
     if (!c->status)
@@ -173,6 +174,7 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *ud)
         return CURL_READFUNC_ABORT;
     }
     c->body_moved_ms = transfer_now_ms();
+    c->sent += (uint64_t)n;
     if (n == 0 && !c->body_done_ms)
         c->body_done_ms = c->body_moved_ms;
     return (size_t)n;
@@ -302,6 +304,9 @@ int transfer_start(struct call *c, const struct transfer_setup *ts, CURLM *multi
     c->easy = e;
     e = NULL;
     c->attempts++;
+    /* A fixed body goes to curl whole: count it once the attempt starts. */
+    if (c->kind != CALL_BIDI)
+        c->sent += c->req_len;
     err = 0;
 out:
     if (e)

@@ -43,6 +43,62 @@ static const struct {
 
 /* ---- rendering pseudo-files ---- */
 
+/* Latency, failures and what is in flight, by rpc: a stalled service shows as calls
+ * in flight whose bytes stop moving and whose durations pile up in the last buckets. */
+static void render_rpc_stats(FILE *f)
+{
+    struct api_rpc_stats *st = calloc(32, sizeof(*st));
+    size_t n = st ? api_rpc_stats(st, 32) : 0;
+    size_t i, b, e;
+
+    if (n > 32)
+        n = 32;
+    fprintf(f, "# HELP cwsfs_rpc_duration_seconds API call durations, retries and streams "
+               "included, by rpc.\n"
+               "# TYPE cwsfs_rpc_duration_seconds histogram\n");
+    for (i = 0; i < n; i++) {
+        for (b = 0; b < API_DURATION_BUCKETS; b++)
+            fprintf(f, "cwsfs_rpc_duration_seconds_bucket{rpc=\"%s\",le=\"%g\"} %llu\n", st[i].rpc,
+                    api_duration_bounds_ms[b] / 1000.0, (unsigned long long)st[i].le[b]);
+        fprintf(f,
+                "cwsfs_rpc_duration_seconds_bucket{rpc=\"%s\",le=\"+Inf\"} %llu\n"
+                "cwsfs_rpc_duration_seconds_sum{rpc=\"%s\"} %.3f\n"
+                "cwsfs_rpc_duration_seconds_count{rpc=\"%s\"} %llu\n",
+                st[i].rpc, (unsigned long long)st[i].finished, st[i].rpc,
+                st[i].duration_ms_sum / 1000.0, st[i].rpc, (unsigned long long)st[i].finished);
+    }
+    fprintf(f, "# HELP cwsfs_rpc_errors_total API calls that failed, by rpc and Connect code.\n"
+               "# TYPE cwsfs_rpc_errors_total counter\n");
+    for (i = 0; i < n; i++)
+        for (e = 0; e < st[i].nerrors; e++)
+            fprintf(f, "cwsfs_rpc_errors_total{rpc=\"%s\",code=\"%s\"} %llu\n", st[i].rpc,
+                    st[i].errors[e].code, (unsigned long long)st[i].errors[e].count);
+    fprintf(f, "# HELP cwsfs_rpc_in_flight API calls started and not yet finished, by rpc.\n"
+               "# TYPE cwsfs_rpc_in_flight gauge\n");
+    for (i = 0; i < n; i++)
+        fprintf(f, "cwsfs_rpc_in_flight{rpc=\"%s\"} %llu\n", st[i].rpc,
+                (unsigned long long)st[i].in_flight);
+    fprintf(f, "# HELP cwsfs_rpc_in_flight_bytes Bytes moved so far by API calls not yet "
+               "finished, by rpc and direction.\n"
+               "# TYPE cwsfs_rpc_in_flight_bytes gauge\n");
+    for (i = 0; i < n; i++)
+        fprintf(f,
+                "cwsfs_rpc_in_flight_bytes{rpc=\"%s\",direction=\"sent\"} %llu\n"
+                "cwsfs_rpc_in_flight_bytes{rpc=\"%s\",direction=\"received\"} %llu\n",
+                st[i].rpc, (unsigned long long)st[i].in_flight_sent, st[i].rpc,
+                (unsigned long long)st[i].in_flight_received);
+    fprintf(f, "# HELP cwsfs_rpc_bytes_total Bytes of API requests sent and responses "
+               "received, by rpc and direction.\n"
+               "# TYPE cwsfs_rpc_bytes_total counter\n");
+    for (i = 0; i < n; i++)
+        fprintf(f,
+                "cwsfs_rpc_bytes_total{rpc=\"%s\",direction=\"sent\"} %llu\n"
+                "cwsfs_rpc_bytes_total{rpc=\"%s\",direction=\"received\"} %llu\n",
+                st[i].rpc, (unsigned long long)st[i].sent, st[i].rpc,
+                (unsigned long long)st[i].received);
+    free(st);
+}
+
 static char *render_metrics(void)
 {
     unsigned by_state[SB_PAUSED + 1] = {0};
@@ -80,6 +136,7 @@ static char *render_metrics(void)
     for (size_t i = 0; i < n && i < 32; i++)
         fprintf(f, "cwsfs_rpc_calls_total{rpc=\"%s\"} %llu\n", names[i],
                 (unsigned long long)counts[i]);
+    render_rpc_stats(f);
     fclose(f);
     return out;
 }

@@ -9,7 +9,12 @@ cd "$top"
 step() { printf '\n==== %s\n' "$*"; }
 
 step "setup and build (-Werror)"
-SETUP_EXTRA_PACKAGES="clang-format shellcheck" BUILD_DIR=$top/build tests/setup.sh -DCWSFS_WERROR=ON
+# The linters are this script's own commands; tests/check-commands.py counts them in.
+export SETUP_EXTRA_PACKAGES="clang-format shellcheck"
+BUILD_DIR=$top/build tests/setup.sh -DCWSFS_WERROR=ON
+
+step "every command the scripts run is installed by setup.sh"
+python3 tests/check-commands.py
 
 step "format and shell lint; module graph without a cycle"
 clang-format --dry-run -Werror src/*.c include/*.h tests/unit/*.c

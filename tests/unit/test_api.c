@@ -547,6 +547,21 @@ static void test_retry(void **state)
     assert_true(counts[0] == 1);
     assert_string_equal(names[1], "Unavailable");
     assert_true(counts[1] == 1);
+    /* Statistics: one finished call each, the failure under its code, nothing left in
+     * flight, bytes both ways. */
+    struct api_rpc_stats st[4];
+    assert_int_equal(api_rpc_stats(st, 4), 2);
+    assert_string_equal(st[0].rpc, "Flaky");
+    assert_true(st[0].calls == 1 && st[0].finished == 1 && st[0].in_flight == 0);
+    assert_true(st[0].le[API_DURATION_BUCKETS - 1] == 1);
+    assert_int_equal(st[0].nerrors, 0);
+    assert_true(st[0].sent >= 4 && st[0].received > 0); /* "{}" twice: it was retried */
+    assert_true(st[0].in_flight_sent == 0 && st[0].in_flight_received == 0);
+    assert_string_equal(st[1].rpc, "Unavailable");
+    assert_int_equal(st[1].nerrors, 1);
+    assert_string_equal(st[1].errors[0].code, "unavailable");
+    assert_true(st[1].errors[0].count == 1);
+    assert_true(st[1].finished == 1 && st[1].in_flight == 0);
     api_shutdown();
 }
 

@@ -1,5 +1,5 @@
 "use strict";
-// Node 20 has no native Uint8Array base64, and @bufbuild/protobuf then encodes
+// Node 18 and 20 have no native Uint8Array base64, and @bufbuild/protobuf then encodes
 // and decodes `bytes` fields of JSON messages in JavaScript loops: a 32 MiB
 // ReadFile took ~20 s. Swap in Buffer's native codec, with the same
 // acceptance rules (standard or URL alphabet, optional padding, white space);
