@@ -28,14 +28,16 @@ GLOBS = ["tests/*.sh", "tests/integration/*.sh", "examples/*.sh", "bench/*.sh", 
 # The external commands the scripts use. Add one here when a script starts using it,
 # and its package to setup.sh's list unless Debian always has it.
 COMMANDS = """
-    apt-get awk basename bash bc cat chmod chown clang-format cmake cmp cp ctest curl cut
+    apt-get awk basename bash bc cat chmod chown clang-format cmake cmp col cp ctest curl cut
     date dd dirname dpkg-query du env find fusermount3 grep head id ln ls md5sum mkdir
-    mktemp mount mountpoint mv node npm nproc od paste pgrep prlimit ps python3 readlink
-    rm rmdir sed seq sh shellcheck sleep sort stat sync tail tar tee timeout touch tr
+    man mktemp mount mountpoint mv nm node npm nproc od paste pgrep prlimit ps python3
+    readlink rm rmdir sed seq sh shellcheck sleep sort stat strings sync tail tar tee
+    timeout touch tr
     truncate umount valgrind wc xargs
 """.split()
-# Not checked: sudo (setup.sh runs it only when not root, where it must exist anyway).
-NOT_CHECKED = {"sudo"}
+# Not checked: sudo (setup.sh runs it only when not root, where it must exist anyway);
+# _cwsfs, the completion function test_install.sh sources from contrib/completion.
+NOT_CHECKED = {"sudo", "_cwsfs"}
 
 # Wrappers: name -> (positional arguments before the command, options taking a value).
 WRAPPERS = {
