@@ -89,6 +89,11 @@ void transfer_headers_free(struct transfer_setup *ts);
  * StreamExec at once with `ready`); or, for API_ENDS_WITH_BODY calls, when the call
  * stays open and silent after its body ended. */
 const char *transfer_body_stall(const struct call *c, uint64_t now, uint64_t limit);
+/* 1 when a bidi call's end-of-stream message came, its body was all sent, and for
+ * limit ms since the stream neither moved nor closed: seen a few times in 2,000 short
+ * uploads under load with this libcurl (the server had ended each call). Its outcome
+ * is known: the caller takes it rather than wait for a close that does not come. */
+int transfer_ended_unclosed(const struct call *c, uint64_t now, uint64_t limit);
 
 /* Monotonic milliseconds. */
 uint64_t transfer_now_ms(void);

@@ -425,6 +425,13 @@ static void fail_stalled_bodies(void)
     for (c = api.live; c; c = next) {
         const char *stall = transfer_body_stall(c, now, API_BODY_STALL_MS);
         next = c->next;
+        if (!stall && transfer_ended_unclosed(c, now, API_BODY_STALL_MS)) {
+            log_warn("api: %s call %llu: ended, but its stream stayed open for %ld s; "
+                     "taking its end",
+                     c->rpc, (unsigned long long)c->id, API_BODY_STALL_MS / 1000);
+            call_transfer_done(c, CURLE_OK);
+            continue;
+        }
         if (!stall)
             continue;
         log_warn("api: %s call %llu: the request body %s for %ld s; giving up on this try", c->rpc,

@@ -35,6 +35,7 @@ struct upload_ctx {
     int stage;    /* 0 head, 1 stdin chunks, 2 close, 3 done */
     int streamed; /* StreamExec even under the cap (WriteFile refused the size) */
     int attempts; /* StreamExec sends started */
+    int checked;  /* WRITABLE_SCRIPT said the command can write there */
     char *pending;
     size_t pending_len, pending_pos;
     struct rootfs_cmd_outcome out;
@@ -52,6 +53,17 @@ struct upload_ctx {
     "else m=$(printf %o $((0666 & ~0$(umask)))); fi; "                                             \
     "chmod \"$m\" \"$t\" && cat > \"$t\" && mv -f -- \"$t\" \"$p\" && exit 0; "                    \
     "rm -f -- \"$t\"; exit 1"
+
+/* Before a StreamExec upload: can the command write there at all? Measured: a sandbox
+ * that refuses the write at once (a read-only place, a sandbox gone) leaves this
+ * libcurl sending a 32+ MiB body nobody reads until the stall detector gives up, three
+ * times, a minute later and blaming a stall. One quick command first says why in ms:
+ * the same mktemp (or the file's writability for an append), nothing left behind. */
+#define WRITABLE_SCRIPT                                                                            \
+    "p=$1; if [ -L \"$p\" ]; then p=$(readlink -f -- \"$p\") || exit 1; fi; "                      \
+    "if [ \"$2\" = append ]; then [ ! -e \"$p\" ] || [ -w \"$p\" ] && exit 0; "                    \
+    "echo \"$p: Permission denied\" >&2; exit 1; fi; "                                             \
+    "t=$(mktemp \"$(dirname -- \"$p\")/.cwsfs.XXXXXX\") && rm -f -- \"$t\""
 
 static void upload_start(struct rootfs_file *f);
 
@@ -251,6 +263,24 @@ static void upload_stream_reset(struct upload_ctx *uc)
     memset(&uc->out, 0, sizeof(uc->out));
 }
 
+static void upload_checked(struct sandbox *sb, int err, int code, const char *out, size_t outlen,
+                           const char *errtext, void *ud)
+{
+    struct upload_ctx *uc = ud;
+    int said = err != 0; /* rootfs_cmd said why a failed call failed */
+    if (!err && code != 0) {
+        err = sandbox_fail(sb, rootfs_errno_from_stderr(errtext), "write %s: %s", uc->f->path,
+                           errtext && *errtext ? errtext : "cannot write there");
+        said = 1;
+    }
+    if (err) {
+        upload_finish(uc, err, said);
+        return;
+    }
+    uc->checked = 1;
+    upload_when_running(sb, 0, uc);
+}
+
 static void upload_when_running(struct sandbox *sb, int err, void *ud)
 {
     struct upload_ctx *uc = ud;
@@ -279,6 +309,12 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
         session.bytes_written += (uint64_t)got;
         /* Writing the same bytes twice is harmless: retry like a read. */
         api_unary("WriteFile", req, API_IDEMPOTENT | API_SLOW, on_written, uc);
+        return;
+    }
+    if (!uc->checked) {
+        const char *check[] = {
+            "sh", "-c", WRITABLE_SCRIPT, "sh", f->path, f->appendonly ? "append" : "replace", NULL};
+        rootfs_run_cmd(sb, check, upload_checked, uc);
         return;
     }
     /* Above the cap: stdin of a command that writes its input to the path ($1, never

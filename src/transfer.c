@@ -195,6 +195,14 @@ const char *transfer_body_stall(const struct call *c, uint64_t now, uint64_t lim
     return NULL;
 }
 
+int transfer_ended_unclosed(const struct call *c, uint64_t now, uint64_t limit)
+{
+    if (c->kind != CALL_BIDI || !c->easy || !c->ended || !c->body_done_ms)
+        return 0;
+    uint64_t last = c->answer_moved_ms > c->body_done_ms ? c->answer_moved_ms : c->body_done_ms;
+    return now - last > limit;
+}
+
 /* ---- starting a transfer and reading its result ---- */
 
 uint64_t transfer_now_ms(void)

@@ -4,7 +4,7 @@
 . "$(dirname "$0")/lib.sh"
 # The failed write is logged, with where its data was kept.
 # shellcheck disable=SC2034 # read by lib.sh
-IT_LOG_ALLOW='local spool|was not saved in the sandbox|never sent to the sandbox'
+IT_LOG_ALLOW='local spool|was not saved in the sandbox|never sent to the sandbox|Read-only file system'
 it_start
 
 mksb writes
@@ -140,6 +140,16 @@ PY
     assert_eq "751 1300000000" "$(inside 'stat -c "%a %Y" /it/attrs/f')" "mode and mtime after four of each"
 }
 
+# A big file (above the 32 MiB cap: sent by StreamExec) whose target the sandbox
+# refuses fails its close at once with the sandbox's own words, not a minute later
+# blaming an upload stall.
+case_refused_big_write_fails_fast_with_the_reason() {
+    must_fail "Read-only file system" dd if=/dev/zero of="$R/sys/cwsfs-big" bs=1M count=40 status=none
+    assert_contains "$(rd "$FS/error")" "Read-only file system" "error after a refused big write"
+    assert_eq "" "$(inside 'ls -a /sys | grep cwsfs || true')" "files left in /sys"
+}
+
+it_case case_refused_big_write_fails_fast_with_the_reason
 it_case case_many_attribute_changes_before_close
 it_case case_enospc_keeps_old_file
 it_case case_concurrent_appenders_lose_nothing
