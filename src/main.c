@@ -276,6 +276,133 @@ static void ensure_std_fds(void)
     } while (fd >= 0 && fd <= 2);
 }
 
+/* The FUSE loop, as the command line asked (-s, max_threads, clone_fd); a positive
+ * value is the signal that ended it (a normal unmount), -errno a failure. */
+static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *fuse_opts)
+{
+    if (fuse_opts->singlethread)
+        return fuse_session_loop(se);
+    struct fuse_loop_config *loop = fuse_loop_cfg_create();
+    if (!loop) {
+        log_error("out of memory setting up the FUSE loop");
+        return -ENOMEM;
+    }
+    fuse_loop_cfg_set_clone_fd(loop, (unsigned)fuse_opts->clone_fd);
+    /* "Not given" is UINT_MAX, which this libfuse rejects with a message. */
+    fuse_loop_cfg_set_idle_threads(loop, fuse_opts->max_idle_threads == UINT_MAX
+                                             ? DEFAULT_IDLE_THREADS
+                                             : fuse_opts->max_idle_threads);
+    fuse_loop_cfg_set_max_threads(loop, fuse_opts->max_threads);
+    int rc = fuse_session_loop_mt(se, loop);
+    fuse_loop_cfg_destroy(loop);
+    return rc;
+}
+
+/* Where the service is: the endpoint and credentials the options and environment
+ * give, else the bundled local backend (found or started; it outlives the mount).
+ * 0, or -1 with the reason on stderr. */
+static int find_service(const struct cmd_opts *o, long idle_s, struct config *cfg,
+                        struct backend **be)
+{
+    struct config_overrides ov = {
+        .endpoint = o->endpoint, .auth = o->auth, .api_key_file = o->api_key_file};
+    struct backend_options bo;
+    char err[4096];
+    if (config_resolve(&ov, cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "cwsfs: %s\n", err);
+        return -1;
+    }
+    if (!cfg->use_local_backend)
+        return 0;
+    memset(&bo, 0, sizeof(bo));
+    bo.dir = o->backend;
+    bo.idle_exit_s = idle_s;
+    bo.cancel = &startup_signal;
+    if (backend_connect(&bo, be, err, sizeof(err)) < 0) {
+        fprintf(stderr, "cwsfs: %s\n", err);
+        return -1;
+    }
+    if (backend_started_pid(*be))
+        fprintf(stderr,
+                "cwsfs: no endpoint or credentials set; started the local backend at %s "
+                "(pid %d, log %s; it outlives this mount)\n",
+                backend_url(*be), (int)backend_started_pid(*be), backend_log_path(*be));
+    else
+        fprintf(stderr,
+                "cwsfs: no endpoint or credentials set; using the local backend at %s "
+                "(log %s)\n",
+                backend_url(*be), backend_log_path(*be));
+    return use_backend(cfg, *be);
+}
+
+/* The start-up check with an API client of its own, ended before the fork (threads do
+ * not survive it). 0, or -1 with the reason on stderr. */
+static int check_once(struct api_config *ac, const char *where, enum api_auth auth, long timeout_ms)
+{
+    ac->max_retries = CHECK_RETRIES;
+    int rc = api_init(ac);
+    if (rc < 0) {
+        fprintf(stderr, "cwsfs: cannot set up the API client for %s: %s\n", where, strerror(-rc));
+        return -1;
+    }
+    rc = check_service(where, auth, timeout_ms);
+    api_shutdown();
+    return rc < 0 ? -1 : 0;
+}
+
+/* Everything the command line says, checked: libfuse's options and ours, the
+ * mountpoint, the log level. 1 when it was -h or -V (printed), 0 to go on, -1 with the
+ * reason on stderr. */
+static int read_command_line(struct fuse_args *args, struct cmd_opts *o,
+                             struct fuse_cmdline_opts *fuse_opts, char *mountpoint,
+                             struct fs_options *fs_opts, long *timeout_ms, long *idle_s)
+{
+    if (options_parse(args, o) < 0)
+        return -1;
+    /* Before fuse_parse_cmdline, which would otherwise name the subtype after argv[0]
+     * (mount.fuse.cwsfs when run through the symlink). */
+    if (options_add_names(args, o) < 0)
+        return -1;
+    if (fuse_parse_cmdline(args, fuse_opts) != 0)
+        return -1;
+    if (fuse_opts->show_help) {
+        options_usage("cwsfs");
+        fuse_cmdline_help();
+        fuse_lowlevel_help();
+        return 1;
+    }
+    if (fuse_opts->show_version) {
+        printf("cwsfs version %s\n", CWSFS_VERSION);
+        fflush(stdout);
+        fuse_lowlevel_version();
+        return 1;
+    }
+    enum log_level level = LOG_LVL_INFO;
+    if (o->log_level && log_level_parse(o->log_level, &level) < 0) {
+        fprintf(stderr, "cwsfs: log_level= is error, warn, info or debug (got `%s')\n",
+                o->log_level);
+        return -1;
+    }
+    log_set_level(fuse_opts->debug ? LOG_LVL_DEBUG : level);
+    if (o->nnonopt == 0) {
+        fprintf(stderr, "cwsfs: no mountpoint given (see cwsfs -h)\n");
+        return -1;
+    }
+    if (!realpath(o->nonopt[o->nnonopt - 1], mountpoint)) {
+        fprintf(stderr, "cwsfs: bad mountpoint %s: %s\n", o->nonopt[o->nnonopt - 1],
+                strerror(errno));
+        return -1;
+    }
+    if (options_validate(o, fs_opts, timeout_ms, idle_s) < 0)
+        return -1;
+    if (options_check_fuse(args) < 0)
+        return -1;
+
+    return 0;
+}
+
+/* One function on purpose: each stage is unwound in reverse order at `out`, as
+ * libfuse's examples do, which splitting would spread over several places. */
 int main(int argc, char *argv[])
 {
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -283,13 +410,11 @@ int main(int argc, char *argv[])
     struct cmd_opts o;
     int use_syslog = 0;
     struct fs_options fs_opts;
-    struct config_overrides ov;
     struct config cfg;
     struct api_config ac;
-    struct backend_options bo;
     struct backend *be = NULL;
     struct fuse_session *se = NULL;
-    char mountpoint[PATH_MAX], where[PATH_MAX + 16], err[4096];
+    char mountpoint[PATH_MAX], where[PATH_MAX + 16];
     int api_up = 0, fs_up = 0, handlers = 0, mounted = 0;
     long timeout_ms = 0, idle_s = 0;
     int ret = 1, rc;
@@ -299,80 +424,15 @@ int main(int argc, char *argv[])
     memset(&cfg, 0, sizeof(cfg));
     ensure_std_fds();
 
-    if (options_parse(&args, &o) < 0)
-        goto out;
-    /* Before fuse_parse_cmdline, which would otherwise name the subtype after argv[0]
-     * (mount.fuse.cwsfs when run through the symlink). */
-    if (options_add_names(&args, &o) < 0)
-        goto out;
-    if (fuse_parse_cmdline(&args, &fuse_opts) != 0)
-        goto out;
-    if (fuse_opts.show_help) {
-        options_usage("cwsfs");
-        fuse_cmdline_help();
-        fuse_lowlevel_help();
-        ret = 0;
+    rc = read_command_line(&args, &o, &fuse_opts, mountpoint, &fs_opts, &timeout_ms, &idle_s);
+    if (rc != 0) {
+        ret = rc > 0 ? 0 : 1; /* -h and -V end here */
         goto out;
     }
-    if (fuse_opts.show_version) {
-        printf("cwsfs version %s\n", CWSFS_VERSION);
-        fflush(stdout);
-        fuse_lowlevel_version();
-        ret = 0;
-        goto out;
-    }
-    enum log_level level = LOG_LVL_INFO;
-    if (o.log_level && log_level_parse(o.log_level, &level) < 0) {
-        fprintf(stderr, "cwsfs: log_level= is error, warn, info or debug (got `%s')\n",
-                o.log_level);
-        goto out;
-    }
-    log_set_level(fuse_opts.debug ? LOG_LVL_DEBUG : level);
-    if (o.nnonopt == 0) {
-        fprintf(stderr, "cwsfs: no mountpoint given (see cwsfs -h)\n");
-        goto out;
-    }
-    if (!realpath(o.nonopt[o.nnonopt - 1], mountpoint)) {
-        fprintf(stderr, "cwsfs: bad mountpoint %s: %s\n", o.nonopt[o.nnonopt - 1], strerror(errno));
-        goto out;
-    }
-    if (options_validate(&o, &fs_opts, &timeout_ms, &idle_s) < 0)
-        goto out;
-    if (options_check_fuse(&args) < 0)
-        goto out;
 
     startup_signals(1);
-    ov.endpoint = o.endpoint;
-    ov.auth = o.auth;
-    ov.api_key_file = o.api_key_file;
-    rc = config_resolve(&ov, &cfg, err, sizeof(err));
-    if (rc < 0) {
-        fprintf(stderr, "cwsfs: %s\n", err);
+    if (find_service(&o, idle_s, &cfg, &be) < 0)
         goto out;
-    }
-    if (cfg.use_local_backend) {
-        memset(&bo, 0, sizeof(bo));
-        bo.dir = o.backend;
-        bo.idle_exit_s = idle_s;
-        bo.cancel = &startup_signal;
-        rc = backend_connect(&bo, &be, err, sizeof(err));
-        if (rc < 0) {
-            fprintf(stderr, "cwsfs: %s\n", err);
-            goto out;
-        }
-        if (backend_started_pid(be))
-            fprintf(stderr,
-                    "cwsfs: no endpoint or credentials set; started the local backend at %s "
-                    "(pid %d, log %s; it outlives this mount)\n",
-                    backend_url(be), (int)backend_started_pid(be), backend_log_path(be));
-        else
-            fprintf(stderr,
-                    "cwsfs: no endpoint or credentials set; using the local backend at %s "
-                    "(log %s)\n",
-                    backend_url(be), backend_log_path(be));
-        if (use_backend(&cfg, be) < 0)
-            goto out;
-    }
     if (cfg.unix_socket)
         snprintf(where, sizeof(where), "unix:%s", cfg.unix_socket);
     else
@@ -380,17 +440,7 @@ int main(int argc, char *argv[])
 
     /* The check, with an API client that ends before the fork. */
     fill_api_config(&ac, &cfg, o.http1, timeout_ms);
-    ac.max_retries = CHECK_RETRIES;
-    rc = api_init(&ac);
-    if (rc < 0) {
-        fprintf(stderr, "cwsfs: cannot set up the API client for %s: %s\n", where, strerror(-rc));
-        goto out;
-    }
-    api_up = 1;
-    rc = check_service(where, cfg.auth, timeout_ms);
-    api_shutdown();
-    api_up = 0;
-    if (rc < 0)
+    if (check_once(&ac, where, cfg.auth, timeout_ms) < 0)
         goto out;
     log_debug("%s answers (auth=%s)", where, auth_name(cfg.auth));
 
@@ -434,23 +484,7 @@ int main(int argc, char *argv[])
     log_info("mounted %s on %s (auth=%s)", where, mountpoint, auth_name(cfg.auth));
     sd_notify(0, "READY=1");
 
-    if (fuse_opts.singlethread) {
-        rc = fuse_session_loop(se);
-    } else {
-        struct fuse_loop_config *loop = fuse_loop_cfg_create();
-        if (!loop) {
-            log_error("out of memory setting up the FUSE loop");
-            goto out;
-        }
-        fuse_loop_cfg_set_clone_fd(loop, (unsigned)fuse_opts.clone_fd);
-        /* "Not given" is UINT_MAX, which this libfuse rejects with a message. */
-        fuse_loop_cfg_set_idle_threads(loop, fuse_opts.max_idle_threads == UINT_MAX
-                                                 ? DEFAULT_IDLE_THREADS
-                                                 : fuse_opts.max_idle_threads);
-        fuse_loop_cfg_set_max_threads(loop, fuse_opts.max_threads);
-        rc = fuse_session_loop_mt(se, loop);
-        fuse_loop_cfg_destroy(loop);
-    }
+    rc = serve(se, &fuse_opts);
     sd_notify(0, "STOPPING=1");
     /* A positive value is the signal that ended the loop: a normal unmount. */
     if (rc < 0)
