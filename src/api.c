@@ -573,37 +573,31 @@ static void api_free_config(void)
     api.ts.base_url = api.ts.unix_socket = NULL;
 }
 
-int api_init(const struct api_config *cfg)
+/* How every call of this client travels: the base URL (or unix socket), deadlines,
+ * retries, the HTTP version and whether connections are reused, and the headers.
+ * Fills api.ts and api.max_retries; 0 or -errno (api_free_config undoes it). */
+static int configure(const struct api_config *cfg)
 {
     const char *base;
-    sigset_t all, old;
     size_t len;
-    int err = -EINVAL;
-    int global = 0;
+    int err;
 
-    if (!cfg)
-        return -EINVAL;
-    pthread_mutex_lock(&api.lock);
-    err = api.running || api.multi ? -EALREADY : 0;
-    pthread_mutex_unlock(&api.lock);
-    if (err)
-        return err;
     err = -EINVAL;
     if (cfg->auth != API_AUTH_NONE && (!cfg->api_key || !cfg->api_key[0]))
-        goto out;
+        return err;
 
     base = cfg->unix_socket
                ? "http://localhost"
                : (cfg->base_url && cfg->base_url[0] ? cfg->base_url : API_DEFAULT_BASE);
     if (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0) {
         log_error("api: base URL %s is neither http:// nor https://", base);
-        goto out;
+        return err;
     }
     err = -ENOMEM;
     api.ts.base_url = strdup(base);
     api.ts.unix_socket = cfg->unix_socket ? strdup(cfg->unix_socket) : NULL;
     if (!api.ts.base_url || (cfg->unix_socket && !api.ts.unix_socket))
-        goto out;
+        return err;
     len = strlen(api.ts.base_url);
     while (len > 0 && api.ts.base_url[len - 1] == '/')
         api.ts.base_url[--len] = '\0';
@@ -633,7 +627,23 @@ int api_init(const struct api_config *cfg)
     api.ts.no_reuse = api.ts.http_version == CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE &&
                       curl_version_info(CURLVERSION_NOW)->version_num < 0x080000;
 
-    err = transfer_headers_build(&api.ts, cfg);
+    return transfer_headers_build(&api.ts, cfg);
+}
+
+int api_init(const struct api_config *cfg)
+{
+    sigset_t all, old;
+    int err = -EINVAL;
+    int global = 0;
+
+    if (!cfg)
+        return -EINVAL;
+    pthread_mutex_lock(&api.lock);
+    err = api.running || api.multi ? -EALREADY : 0;
+    pthread_mutex_unlock(&api.lock);
+    if (err)
+        return err;
+    err = configure(cfg);
     if (err)
         goto out;
 
