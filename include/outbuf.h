@@ -26,6 +26,9 @@ struct outbuf {
 
 /* Create the spool file in dir (mkstemp, close-on-exec). cap 0 = default. On failure
  * ob->fd is -1, ob->path NULL and -errno is returned. */
+/* Whether a spool write failed for want of room (ENOSPC, EDQUOT, EFBIG): what
+ * `error` calls "spool full", for output and file spools alike. */
+int outbuf_full(int err);
 int outbuf_init(struct outbuf *ob, const char *dir, uint64_t cap);
 /* Close the descriptor of a stream that will not grow for now; reads (and a later
  * append) reopen the file by name. */

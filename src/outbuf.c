@@ -41,6 +41,11 @@ static int open_spool(struct outbuf *ob, const char *dir)
     return fd;
 }
 
+int outbuf_full(int err)
+{
+    return err == -ENOSPC || err == -EDQUOT || err == -EFBIG;
+}
+
 int outbuf_init(struct outbuf *ob, const char *dir, uint64_t cap)
 {
     int fd;

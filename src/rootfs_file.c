@@ -90,7 +90,7 @@ void rootfs_file_abandon(struct rootfs_file *f)
 
 const char *rootfs_spool_full(int err)
 {
-    return err == -ENOSPC || err == -EDQUOT || err == -EFBIG ? " full" : "";
+    return outbuf_full(err) ? " full" : "";
 }
 
 int rootfs_write_all(int fd, const char *data, size_t len, off_t off)

@@ -31,13 +31,12 @@ struct upload_ctx {
     uint64_t epoch;
     int fd; /* our own dup: the body callback reads it on the worker */
     off_t off, size;
-    off_t start;  /* first spool byte sent: an append sends only what is new */
-    int stage;    /* 0 head, 1 stdin chunks, 2 close, 3 done */
-    int streamed; /* StreamExec even under the cap (WriteFile refused the size) */
-    int attempts; /* StreamExec sends started */
-    int checked;  /* WRITABLE_SCRIPT said the command can write there */
-    char *pending;
-    size_t pending_len, pending_pos;
+    off_t start;             /* first spool byte sent: an append sends only what is new */
+    int stage;               /* 0 head, 1 stdin chunks, 2 close, 3 done */
+    int streamed;            /* StreamExec even under the cap (WriteFile refused the size) */
+    int attempts;            /* StreamExec sends started */
+    int checked;             /* WRITABLE_SCRIPT said the command can write there */
+    struct execbody pending; /* the envelope being handed to curl */
     struct rootfs_cmd_outcome out;
 };
 
@@ -134,7 +133,7 @@ static void upload_finish(struct upload_ctx *uc, int err, int said)
     rootfs_cache_invalidate_parent(f->sb, f->path);
     if (uc->fd >= 0)
         close(uc->fd);
-    free(uc->pending);
+    execbody_free(&uc->pending);
     free(uc->out.errtext);
     free(uc);
     if (f->write_err) { /* a write failed while sending: the rest is never sent */
@@ -176,10 +175,8 @@ static void on_written(uint64_t call, const struct api_result *res, void *ud)
 static long upload_body(uint64_t call, char *buf, size_t cap, void *ud)
 {
     struct upload_ctx *uc = ud;
-    while (uc->pending_pos == uc->pending_len) {
-        free(uc->pending);
-        uc->pending = NULL;
-        uc->pending_len = uc->pending_pos = 0;
+    while (uc->pending.pos == uc->pending.len) {
+        execbody_free(&uc->pending);
         if (uc->stage == 1 && uc->off < uc->size) {
             size_t want = (size_t)(uc->size - uc->off) < STREAM_CHUNK ? (size_t)(uc->size - uc->off)
                                                                       : STREAM_CHUNK;
@@ -190,24 +187,19 @@ static long upload_body(uint64_t call, char *buf, size_t cap, void *ud)
                 return -EIO;
             }
             uc->off += got;
-            int rc = execmsg_stdin(raw, (size_t)got, &uc->pending, &uc->pending_len);
+            int rc = execmsg_stdin(raw, (size_t)got, &uc->pending.data, &uc->pending.len);
             free(raw);
             if (rc < 0)
                 return rc;
         } else if (uc->stage <= 1) {
             uc->stage = 2;
-            if (execmsg_close(&uc->pending, &uc->pending_len) < 0)
+            if (execmsg_close(&uc->pending.data, &uc->pending.len) < 0)
                 return -ENOMEM;
         } else {
             return 0;
         }
     }
-    size_t n = uc->pending_len - uc->pending_pos;
-    if (n > cap)
-        n = cap;
-    memcpy(buf, uc->pending + uc->pending_pos, n);
-    uc->pending_pos += n;
-    return (long)n;
+    return execbody_read(&uc->pending, buf, cap);
 }
 
 static int upload_message(uint64_t call, json_t *msg, void *ud)
@@ -255,9 +247,7 @@ static void upload_stream_reset(struct upload_ctx *uc)
     if (uc->fd >= 0)
         close(uc->fd);
     uc->fd = -1;
-    free(uc->pending);
-    uc->pending = NULL;
-    uc->pending_len = uc->pending_pos = 0;
+    execbody_free(&uc->pending);
     uc->off = uc->start;
     free(uc->out.errtext);
     memset(&uc->out, 0, sizeof(uc->out));
@@ -311,7 +301,9 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
         api_unary("WriteFile", req, API_IDEMPOTENT | API_SLOW, on_written, uc);
         return;
     }
-    if (!uc->checked) {
+    /* Only a body too big to be taken whole (beyond one chunk) can be left unread: a
+     * `>>` of a few lines costs no extra call. */
+    if (!uc->checked && uc->size - uc->start > STREAM_CHUNK) {
         const char *check[] = {
             "sh", "-c", WRITABLE_SCRIPT, "sh", f->path, f->appendonly ? "append" : "replace", NULL};
         rootfs_run_cmd(sb, check, upload_checked, uc);
@@ -323,7 +315,7 @@ static void upload_when_running(struct sandbox *sb, int err, void *ud)
                           "sh", f->path, NULL};
     upload_stream_reset(uc);
     uc->fd = dup(f->fd);
-    if (uc->fd < 0 || execmsg_init(sb->id, argv, &uc->pending, &uc->pending_len) < 0) {
+    if (uc->fd < 0 || execmsg_init(sb->id, argv, &uc->pending.data, &uc->pending.len) < 0) {
         upload_finish(uc, -EIO, 0);
         return;
     }

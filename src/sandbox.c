@@ -152,13 +152,18 @@ void sandbox_unref(struct sandbox *sb)
         sandbox_free(sb);
 }
 
-int sandbox_fail(struct sandbox *sb, int errnum, const char *fmt, ...)
+/* printf into a malloc'ed string, NULL when out of memory. */
+static char *vformat(const char *fmt, va_list ap)
 {
     char *text = NULL;
+    return vasprintf(&text, fmt, ap) < 0 ? NULL : text;
+}
+
+int sandbox_fail(struct sandbox *sb, int errnum, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&text, fmt, ap) < 0)
-        text = NULL;
+    char *text = vformat(fmt, ap);
     va_end(ap);
     if (text) {
         log_warn("%s: %s", sb->name, text);
@@ -171,11 +176,9 @@ int sandbox_fail(struct sandbox *sb, int errnum, const char *fmt, ...)
 
 int sandbox_fail_call(struct sandbox *sb, const struct api_result *res, const char *fmt, ...)
 {
-    char *what = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&what, fmt, ap) < 0)
-        what = NULL;
+    char *what = vformat(fmt, ap);
     va_end(ap);
     int err = sandbox_fail(sb, -res->err, "%s: %s: %s", what ? what : "a call",
                            res->error.code ? res->error.code : "unknown",
@@ -436,9 +439,9 @@ static void poll_waiters_run(struct sandbox *sb, int err)
 /* The call did not reach the service, or got no answer from it: the state is unknown. */
 static int unreachable(const struct api_result *res)
 {
-    const char *code = res->error.code ? res->error.code : "";
-    return strcmp(code, "unavailable") == 0 || strcmp(code, "deadline_exceeded") == 0 ||
-           res->err == -ETIMEDOUT || res->err == -EHOSTUNREACH || res->err == -ECONNREFUSED;
+    /* connect.c's table: unavailable (and every transport failure) is EHOSTUNREACH,
+     * deadline_exceeded ETIMEDOUT. */
+    return res->err == -EHOSTUNREACH || res->err == -ETIMEDOUT;
 }
 
 static void on_polled(uint64_t call, const struct api_result *res, void *ud)

@@ -145,7 +145,7 @@ void sandbox_output_lost(struct sandbox *sb, struct stream *st, int err, const c
 {
     if (!stream_mark_lost(st, err))
         return;
-    if (err == -ENOSPC || err == -EDQUOT || err == -EFBIG)
+    if (outbuf_full(err))
         sandbox_fail(sb, ENOSPC, "%s: output lost after %llu bytes: spool full (%s)", what,
                      (unsigned long long)st->ob.produced, session.spool_dir);
     else

@@ -45,6 +45,14 @@ static const struct {
 
 /* Latency, failures and what is in flight, by rpc: a stalled service shows as calls
  * in flight whose bytes stop moving and whose durations pile up in the last buckets. */
+/* One series' sent and received samples for an rpc. */
+static void bytes_pair(FILE *f, const char *name, const char *rpc, uint64_t sent, uint64_t received)
+{
+    fprintf(f, "%s{rpc=\"%s\",direction=\"sent\"} %llu\n", name, rpc, (unsigned long long)sent);
+    fprintf(f, "%s{rpc=\"%s\",direction=\"received\"} %llu\n", name, rpc,
+            (unsigned long long)received);
+}
+
 static void render_rpc_stats(FILE *f)
 {
     struct api_rpc_stats *st = calloc(32, sizeof(*st));
@@ -82,20 +90,13 @@ static void render_rpc_stats(FILE *f)
                "finished, by rpc and direction.\n"
                "# TYPE cwsfs_rpc_in_flight_bytes gauge\n");
     for (i = 0; i < n; i++)
-        fprintf(f,
-                "cwsfs_rpc_in_flight_bytes{rpc=\"%s\",direction=\"sent\"} %llu\n"
-                "cwsfs_rpc_in_flight_bytes{rpc=\"%s\",direction=\"received\"} %llu\n",
-                st[i].rpc, (unsigned long long)st[i].in_flight_sent, st[i].rpc,
-                (unsigned long long)st[i].in_flight_received);
+        bytes_pair(f, "cwsfs_rpc_in_flight_bytes", st[i].rpc, st[i].in_flight_sent,
+                   st[i].in_flight_received);
     fprintf(f, "# HELP cwsfs_rpc_bytes_total Bytes of API requests sent and responses "
                "received, by rpc and direction.\n"
                "# TYPE cwsfs_rpc_bytes_total counter\n");
     for (i = 0; i < n; i++)
-        fprintf(f,
-                "cwsfs_rpc_bytes_total{rpc=\"%s\",direction=\"sent\"} %llu\n"
-                "cwsfs_rpc_bytes_total{rpc=\"%s\",direction=\"received\"} %llu\n",
-                st[i].rpc, (unsigned long long)st[i].sent, st[i].rpc,
-                (unsigned long long)st[i].received);
+        bytes_pair(f, "cwsfs_rpc_bytes_total", st[i].rpc, st[i].sent, st[i].received);
     free(st);
 }
 
