@@ -121,7 +121,9 @@ int rootfs_outcome_check(const struct rootfs_cmd_outcome *o, struct sandbox *sb,
 
 /* rootfs_stream.c: a file above the unary cap opened read-only is fetched in chunks as
  * it is read, into a spool that keeps at most two windows of it. */
-int rootfs_stream_open(struct rootfs_file *f);
+int rootfs_stream_open(struct rootfs_file *f, const struct stat *listed);
+/* Its attributes while open (close-to-open: a stat costs no listing meanwhile). */
+void rootfs_stream_attr(const struct rootfs_stream *s, struct stat *st);
 void rootfs_stream_read(struct rootfs_stream *s, fuse_req_t req, size_t size, off_t off);
 /* At close: the chunk in flight is cancelled; the file is freed once none is left. */
 void rootfs_stream_release(struct rootfs_stream *s);

@@ -178,7 +178,11 @@ void rootfs_getattr(fuse_req_t req, struct node *n)
         return;
     }
     struct rootfs_file *uf = rootfs_open_file(n->sb, n->path, 1);
-    if (uf) { /* no need to ask the sandbox: our spool is the truth */
+    if (!uf && (uf = rootfs_open_file(n->sb, n->path, 0)) && !uf->stream)
+        uf = NULL;
+    /* No need to ask the sandbox: our spool is the truth, or (a big file being read)
+     * what was listed at its open. */
+    if (uf) {
         struct stat st;
         rootfs_spool_attr(uf, NULL, n->ino, &st);
         fuse_reply_attr(req, &st, 0);

@@ -262,6 +262,11 @@ void rootfs_spool_attr(struct rootfs_file *f, const struct stat *listed, fuse_in
                        struct stat *st)
 {
     struct stat sp;
+    if (f->stream && !listed) {
+        rootfs_stream_attr(f->stream, st);
+        st->st_ino = ino;
+        return;
+    }
     if (listed) {
         *st = *listed;
     } else {

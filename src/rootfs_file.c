@@ -325,7 +325,7 @@ static void open_listed(struct sandbox *sb, int err, struct dirlist *dl, void *u
     }
     if (e && (uint64_t)e->st.st_size > ROOTFS_UNARY_CAP && (rc->fi.flags & O_ACCMODE) == O_RDONLY) {
         /* Read-only: fetched as it is read, the open answers now. */
-        open_finish(rc, rootfs_stream_open(rc->file));
+        open_finish(rc, rootfs_stream_open(rc->file, &e->st));
         return;
     }
     if (e && (uint64_t)e->st.st_size > ROOTFS_UNARY_CAP) {

@@ -39,6 +39,7 @@ struct rootfs_stream {
     unsigned fetches;      /* chunks whose done callback has not come yet */
     int released;          /* closed: freed with the file once no chunk is left */
     struct waitq readers;
+    struct stat st; /* as listed at open: the attributes while it is open */
 };
 
 /* One range asked for. It outlives a seek or the close that makes it stale (no longer
@@ -286,12 +287,13 @@ void rootfs_stream_read(struct rootfs_stream *s, fuse_req_t req, size_t size, of
     park_on(&s->readers, &r->w);
 }
 
-int rootfs_stream_open(struct rootfs_file *f)
+int rootfs_stream_open(struct rootfs_file *f, const struct stat *listed)
 {
     struct rootfs_stream *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
     s->f = f;
+    s->st = *listed;
     s->eof = -1;
     f->stream = s;
     return 0;
@@ -302,4 +304,11 @@ void rootfs_stream_release(struct rootfs_stream *s)
     s->released = 1;
     chunk_abandon(s);
     stream_free_if_done(s);
+}
+
+void rootfs_stream_attr(const struct rootfs_stream *s, struct stat *st)
+{
+    *st = s->st;
+    if (s->eof >= 0) /* it ended elsewhere than listed (it shrank) */
+        st->st_size = s->eof;
 }
